@@ -1,0 +1,81 @@
+"""The contract every backbone follows.
+
+A backbone owns one or more :class:`~embudget.embedding.SizedEmbedding` tables per entity type
+(user, item), reads them only through ``table(ids)`` / ``table.full()`` so that the storage can
+be swapped (masked or compact), and exposes:
+
+- ``loss(users, pos, neg)``: mean BPR loss plus the backbone's L2 term (already / batch);
+- ``scorer()``: under ``torch.no_grad()`` and ``eval()``, precompute whatever the full ranking
+  needs (propagated tables, NCF projections) once, and return a function mapping a batch of
+  user indices to a ``(batch, n_items)`` score matrix;
+- ``set_sizes(user_sizes, item_sizes)``: change per-row sizes without rebuilding anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embudget.embedding import SizedEmbedding, SizesLike
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """mean softplus(ŷ_neg − ŷ_pos) = −mean log σ(ŷ_pos − ŷ_neg)."""
+    return F.softplus(neg_scores - pos_scores).mean()
+
+
+class Backbone(nn.Module, ABC):
+    """Base class of MF, NCF, NGCF and LightGCN."""
+
+    #: registry name, e.g. "lightgcn"
+    name: str = ""
+
+    def __init__(self, n_users: int, n_items: int, d_max: int) -> None:
+        super().__init__()
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+        self.d_max = int(d_max)
+
+    # --- tables ------------------------------------------------------------------------
+    @abstractmethod
+    def user_tables(self) -> list[SizedEmbedding]:
+        """Every user ID-embedding table (1, or 2 for NCF)."""
+
+    @abstractmethod
+    def item_tables(self) -> list[SizedEmbedding]:
+        """Every item ID-embedding table (1, or 2 for NCF)."""
+
+    def set_sizes(self, user_sizes: SizesLike = None, item_sizes: SizesLike = None) -> None:
+        """Per-row sizes for users and items (``None`` = full ``d_max``)."""
+        for t in self.user_tables():
+            t.set_sizes(user_sizes)
+        for t in self.item_tables():
+            t.set_sizes(item_sizes)
+
+    def embedding_tables(self) -> Iterator[SizedEmbedding]:
+        yield from self.user_tables()
+        yield from self.item_tables()
+
+    def embedding_params_used(self) -> int:
+        """Σ sizes over every ID-embedding table (what the budget counts)."""
+        return sum(t.params_used() for t in self.embedding_tables())
+
+    def dense_params(self) -> int:
+        """Parameters outside the ID-embedding tables (NGCF transforms, NCF MLP, ...)."""
+        emb = {id(t.weight) for t in self.embedding_tables()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in emb)
+
+    # --- training and scoring ----------------------------------------------------------
+    @abstractmethod
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Mean BPR loss + L2 term for a batch of (user, positive, negative) index triples."""
+
+    @abstractmethod
+    def scorer(self) -> Scorer:
+        """Return ``f(user_idx) -> (len(user_idx), n_items)`` scores; call under no_grad."""
