@@ -1,0 +1,236 @@
+"""Typed, frozen run configuration with strict YAML and ``key=value`` overrides.
+
+Precedence: ``--set`` overrides > later ``--config`` files > earlier files > defaults.
+Unknown keys and type mismatches raise :class:`~embudget.errors.ConfigError` naming the key,
+the nearest valid key and the expected type. Values are parsed with ``yaml.safe_load`` (never
+``eval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from embudget.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "gowalla"  # dataset name (gowalla, yelp2018, lastfm, ml-100k) or a path
+    protocol: str = "paper"  # paper (50/25/25 re-split per user) | standard (given train/test)
+    split_seed: int = 42  # seed of the keyed split ordering (fixed for a study)
+    format: str = "auto"  # auto | lightgcn | lastfm | recbole | movielens | csv
+    min_rating: float | None = None  # keep ratings >= this as positives (None = all)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mf"  # mf | ncf | ngcf | lightgcn
+    d_max: int = 128  # full embedding size
+    reg: float | None = None  # L2 coefficient (None = the backbone's BET default)
+    n_layers: int = 3  # propagation layers (lightgcn, ngcf)
+    node_dropout: float = 0.1  # ngcf only
+    mess_dropout: float = 0.1  # ngcf only
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_users: int = 10000  # distinct users per BPR step (one positive, one negative each)
+    lr: float = 0.03  # Adam learning rate
+    lr_decay: float = 0.95  # lr <- max(lr_min, lr * lr_decay) ...
+    lr_decay_every: int = 200  # ... every this many steps
+    lr_min: float = 0.001
+    eval_every_steps: int = 2000  # validate (quality Q, all validation users) this often
+    patience: int = 3  # evaluations without strict improvement before stopping
+    max_steps: int = 100000  # hard cap on steps
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (5, 10, 20)  # cut-offs reported
+    batch_users: int | None = None  # users per scoring batch (None = memory-bounded auto)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # training seed (init, batches, dropout)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    threads: int | None = None  # torch intra-op threads (None = torch default)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)  # type: ignore[no-any-return]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON form (first 16 hex digits)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _to_plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [_to_plain(x) for x in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the converted value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, inner, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    else:
+        raise ConfigError(f"{key}: unsupported type {tp}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _merge(cfg: T, updates: Mapping[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(type(cfg))
+    names = [f.name for f in fields(cfg)]  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix + near[0]!r}?" if near else ""
+            valid = ", ".join(prefix + n for n in names)
+            raise ConfigError(f"unknown config key {full!r}{hint} (valid here: {valid})")
+        current = getattr(cfg, key)
+        if is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{full}: expected a mapping of sub-keys, got {value!r}")
+            changes[key] = _merge(current, value, prefix=f"{full}.")
+        else:
+            changes[key] = _coerce(value, hints[key], full)
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.lr=0.01"`` -> ``{"train": {"lr": 0.01}}`` (value parsed by yaml.safe_load)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: cannot parse value: {e}") from e
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    base: RunConfig | None = None,
+    updates: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a :class:`RunConfig` from defaults, YAML files, a mapping and overrides."""
+    cfg = base or RunConfig()
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        cfg = _merge(cfg, doc)
+    if updates:
+        cfg = _merge(cfg, updates)
+    for o in overrides:
+        cfg = _merge(cfg, parse_override(o))
+    return validate(cfg)
+
+
+_CHOICES = {
+    "data.protocol": ("paper", "standard"),
+    "model.name": ("mf", "ncf", "ngcf", "lightgcn"),
+}
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Value checks that types alone cannot express."""
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        v = getattr(getattr(cfg, section), name)
+        if v not in choices:
+            raise ConfigError(f"{key} = {v!r} is not one of {', '.join(choices)}")
+    t = cfg.train
+    positive = {
+        "model.d_max": cfg.model.d_max,
+        "train.batch_users": t.batch_users,
+        "train.lr_decay_every": t.lr_decay_every,
+        "train.eval_every_steps": t.eval_every_steps,
+        "train.patience": t.patience,
+        "train.max_steps": t.max_steps,
+    }
+    for key, v in positive.items():
+        if v < 1:
+            raise ConfigError(f"{key} must be at least 1, got {v}")
+    if not cfg.eval.ks or min(cfg.eval.ks) < 1:
+        raise ConfigError(f"eval.ks must be a non-empty list of positive ints, got {cfg.eval.ks}")
+    return cfg
