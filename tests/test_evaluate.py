@@ -293,6 +293,20 @@ def test_top_k_matches_stable_sort_with_ties(k: int, levels: int) -> None:
     assert _n_groups(4000, k) > 0 and _n_groups(30, k) == 0
 
 
+def test_top_k_ties_far_down_the_row() -> None:
+    # the tied k-th score first occurs beyond several prefix scans
+    s = torch.zeros(3, 20000)
+    s[:, [5000, 19997, 19998, 19999]] = 1.0
+    s[1, 7] = 2.0
+    s[2, :] = torch.arange(20000, dtype=torch.float32)
+    s[2, 3] = s[2, 19999]
+    want = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :3]
+    got = top_k(s, 3)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert got[0].tolist() == [5000, 19997, 19998] and got[1].tolist() == [7, 5000, 19997]
+    assert got[2].tolist() == [3, 19999, 19998]
+
+
 def test_top_k_group_filter_on_continuous_scores() -> None:
     g = torch.Generator().manual_seed(1)
     s = torch.randn(32, 40981, generator=g)

@@ -76,20 +76,33 @@ def _order_ties(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, to
     return vals.gather(1, o), idx.gather(1, o)
 
 
-def _resolve_ties(sub: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact top-k of rows whose k-th score ties with an item outside the top-k.
+def _resolve_ties(
+    scores: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Exact top-k of ``rows`` whose k-th score also occurs outside their top-(k+1) list.
 
-    Take every item above the k-th score, then the lowest-index items equal to it: encode
-    (above, equal, reversed index) into one exactly representable priority and take its top-k.
+    ``vals``/``idx`` are those rows' true top-(k+1) lists ordered by (value desc, index asc).
+    Every item above the k-th score is in that list; the rest of the top-k are the
+    lowest-index items equal to it, found by scanning a growing prefix of the row (ties are
+    usually dense, so the first prefix nearly always suffices).
     """
-    n = sub.shape[1]
-    dtype = torch.float32 if 3 * n < 2**24 else torch.float64
-    kth = kth.unsqueeze(1)
-    pri = (sub > kth).to(dtype).mul_(2.0).add_((sub == kth).to(dtype)).mul_(float(n))
-    pri.add_(torch.arange(n - 1, -1, -1, device=sub.device, dtype=dtype))
-    idx = torch.topk(pri, k, dim=1, sorted=False).indices
-    del pri
-    return _order_ties(sub.gather(1, idx), idx)[1]
+    n = scores.shape[1]
+    kth = vals[:, k - 1 : k]
+    n_gt = (vals[:, :k] > kth).sum(dim=1, keepdim=True)
+    need = k - n_gt.squeeze(1)
+    first = torch.empty(len(rows), k, dtype=torch.int64, device=scores.device)
+    todo = torch.arange(len(rows), device=scores.device)
+    c = min(n, max(1024, 8 * k))
+    while todo.numel():
+        eq = scores[:, :c][rows[todo]] == kth[todo]
+        ok = (eq.sum(dim=1) >= need[todo]) | (c == n)
+        # earliest equal positions first: priority c - position where equal, 0 elsewhere
+        pri = eq[ok].to(torch.float32) * torch.arange(c, 0, -1, device=scores.device)
+        first[todo[ok]] = torch.topk(pri, k, dim=1, sorted=True).indices
+        todo, c = todo[~ok], min(n, 4 * c)
+    j = torch.arange(k, device=scores.device)
+    from_eq = first.gather(1, (j - n_gt).clamp_(min=0))
+    return torch.where(j < n_gt, idx[:, :k], from_eq)
 
 
 def _n_groups(n: int, k: int) -> int:
@@ -150,7 +163,7 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     # The top-k set is exact unless the k-th score also occurs outside it.
     tied = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)
     if tied.numel():
-        top[tied] = _resolve_ties(scores.index_select(0, tied), vals[tied, k - 1], k)
+        top[tied] = _resolve_ties(scores, tied, vals[tied], idx[tied], k)
     return top
 
 
