@@ -29,8 +29,9 @@ class MessageDropout(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.p
-        return x * keep.to(x.dtype) / (1.0 - self.p)
+        # In-place compare/scale on the uniform draws: one float mask, no extra passes over x.
+        mask = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x * mask.ge_(self.p).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -134,26 +135,39 @@ class NGCF(Backbone):
         """E^(0): the masked user table stacked over the masked item table, (N, d_max)."""
         return torch.cat([self.user_emb.full(), self.item_emb.full()], dim=0)
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final user and item embeddings, (n, (n_layers + 1) · d_max)."""
+    def layers(self) -> list[torch.Tensor]:
+        """[E^(0), ..., E^(L)], each (N, d_max); E^(0) masked, the others not yet normalised."""
         e = self.ego()
         gen = self._generator(e.device)
         values = self.node_dropout(self.graph, gen)
-        layers = [e]
+        out = [e]
         for k in range(self.n_layers):
             side = self.graph(e, values)
-            h = side @ self.w_gc[k] + self.b_gc[k] + (e * side) @ self.w_bi[k] + self.b_bi[k]
+            bias = self.b_gc[k] + self.b_bi[k]
+            h = torch.addmm(torch.addmm(bias, side, self.w_gc[k]), e * side, self.w_bi[k])
             e = self.mess_dropout(F.leaky_relu(h, 0.2), gen)
-            layers.append(F.normalize(e, p=2.0, dim=1))
-        out = torch.cat(layers, dim=1)
+            out.append(e)
+        return out
+
+    @staticmethod
+    def _final(layers: list[torch.Tensor], idx: torch.Tensor | None = None) -> torch.Tensor:
+        """concat[E^(0), normalised E^(1..L)] for rows ``idx`` (all rows if None)."""
+        rows = layers if idx is None else [t[idx] for t in layers]
+        return torch.cat([rows[0], *(F.normalize(t, p=2.0, dim=1) for t in rows[1:])], dim=1)
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user and item embeddings, (n, (n_layers + 1) · d_max)."""
+        out = self._final(self.layers())
         return out[: self.n_users], out[self.n_users :]
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        fu, fi = self.propagate()
-        eu, ep, en = fu[users], fi[pos], fi[neg]
+        # Normalisation is row-wise, so only the batch rows need it (not the whole table).
+        b = users.shape[0]
+        idx = torch.cat([users, pos + self.n_users, neg + self.n_users])
+        eu, ep, en = self._final(self.layers(), idx).split(b)
         bpr = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
         l2 = eu.square().sum() + ep.square().sum() + en.square().sum()
-        return bpr + self.reg * l2 / users.shape[0]
+        return bpr + self.reg * l2 / b
 
     def scorer(self) -> Scorer:
         with torch.no_grad():
