@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError, EmbudgetError
 from embudget.evaluate import EvalResult, ScoreError, _n_groups, evaluate, top_k
@@ -166,6 +168,18 @@ def test_scorer_output_view_is_not_modified() -> None:
     assert r.n_users_evaluated == 2
 
 
+def test_scores_on_another_device_raise() -> None:
+    with pytest.raises(ScoreError, match="device"):
+        evaluate(lambda u: G5_SCORES[u].to("meta"), G5, split="test", ks=(2,))
+
+
+def test_non_contiguous_scores() -> None:
+    st_ = G5_SCORES.t().contiguous()
+    r = evaluate(lambda u: st_[:, u].t(), G5, split="test", ks=(2,))
+    assert r.means["recall@2"] == pytest.approx(0.75, abs=TOL)
+    torch.testing.assert_close(st_.t(), G5_SCORES)
+
+
 def test_bad_arguments_raise_config_error() -> None:
     sc = _matrix_scorer(G5_SCORES)
     for kwargs in [
@@ -218,7 +232,7 @@ def _reference(
     kept, out = [], {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg", "precision", "hitrate")}
     for u in cand:
         t = set(np.flatnonzero(target[u]).tolist())
-        if not t:
+        if not t or not tr[u].any():  # no target, or cold start (protocol.md §4.4)
             continue
         kept.append(u)
         row = s[u].astype(np.float64).copy()
@@ -334,3 +348,32 @@ def test_batch_size_invariance_and_ks_order() -> None:
     for key in base.per_user:
         np.testing.assert_array_equal(r.per_user[key], base.per_user[key], err_msg=key)
         assert r.means[key] == base.means[key]
+
+
+# --- real data --------------------------------------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "lastfm").is_dir(), reason="shared data not available")
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_lastfm_matches_reference(split: str) -> None:
+    """Protocol S Last.fm (cold-start users, items without training data), MF-like scores."""
+    ds = load_dataset(DATA / "lastfm", protocol="standard")
+    g = torch.Generator().manual_seed(0)
+    u_emb = torch.randn(ds.n_users, 16, generator=g)
+    v_emb = torch.randn(ds.n_items, 16, generator=g)
+    s = (u_emb @ v_emb.T).round()  # rounding leaves many ties to resolve
+    users = np.arange(0, ds.n_users, 23)
+    r = evaluate(lambda u: u_emb[u] @ v_emb.T, ds, split, users=users)  # continuous scores
+    has = (ds.split(split)[users].getnnz(axis=1) > 0) & (ds.train[users].getnnz(axis=1) > 0)
+    assert r.n_users_evaluated == int(has.sum())
+    if split == "test":  # the 2 cold-start users have test items but are not evaluated
+        cold = np.flatnonzero((ds.train.getnnz(axis=1) == 0) & (ds.test.getnnz(axis=1) > 0))
+        assert len(cold) == 2
+        full = evaluate(lambda u: u_emb[u] @ v_emb.T, ds, split)
+        assert full.n_users_evaluated == int((ds.test.getnnz(axis=1) > 0).sum()) - 2
+        assert not np.isin(cold, full.users).any()
+    r = evaluate(_matrix_scorer(s), ds, split, users=users, batch_users=17)
+    _assert_matches_reference(r, s, ds, split, users)
+    assert 0.0 <= r.means["quality"] <= 1.0

@@ -2,7 +2,8 @@
 
 Every item of the catalogue is scored; a user's excluded items (train when validating,
 train + valid when testing) get −inf; the ranking is (score desc, item index asc); users with no
-target item are skipped; metrics are macro averages and per-user values are kept.
+target item, and cold-start users with no training item (protocol.md §4.4), are skipped;
+metrics are macro averages and per-user values are kept.
 
 Cost model: apart from the scorer's own product, a batch costs a sparse ``index_fill_``
 (exclusion), one contiguous ``amax`` pass over strided item groups (candidate filter) and
@@ -97,7 +98,8 @@ def _resolve_ties(
         eq = scores[:, :c][rows[todo]] == kth[todo]
         ok = (eq.sum(dim=1) >= need[todo]) | (c == n)
         # earliest equal positions first: priority c - position where equal, 0 elsewhere
-        pri = eq[ok].to(torch.float32) * torch.arange(c, 0, -1, device=scores.device)
+        dt = torch.float32 if c < 2**24 else torch.float64  # positions exact in the float
+        pri = eq[ok].to(dt) * torch.arange(c, 0, -1, device=scores.device, dtype=dt)
         first[todo[ok]] = torch.topk(pri, k, dim=1, sorted=True).indices
         todo, c = todo[~ok], min(n, 4 * c)
     j = torch.arange(k, device=scores.device)
@@ -182,6 +184,10 @@ class _Prepared:
 
 def _select_users(dataset: Dataset, target: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
     has_target = np.diff(target.indptr) > 0
+    cold = has_target & (np.diff(dataset.train.indptr) == 0)
+    if cold.any():  # protocol.md §4.4: cold-start users (no training item) are not evaluated
+        logger.info("skipping %d cold-start users (targets but no training item)", cold.sum())
+        has_target &= ~cold
     if users is None:
         return np.flatnonzero(has_target).astype(np.int64)
     u = np.asarray(users)
@@ -234,7 +240,16 @@ def _prepare(
     )
 
 
-def _checked_scores(scores: torch.Tensor, b: int, n_items: int) -> torch.Tensor:
+def _checked_scores(
+    scores: torch.Tensor, b: int, n_items: int, device: torch.device
+) -> torch.Tensor:
+    if scores.device.type != device.type or (
+        device.index is not None and scores.device.index != device.index
+    ):
+        raise ScoreError(
+            f"scorer returned scores on {scores.device} but evaluate runs on {device}; "
+            "pass the scorer's device as device="
+        )
     if scores.shape != (b, n_items):
         raise ScoreError(
             f"scorer returned shape {tuple(scores.shape)}, expected ({b}, {n_items}) "
@@ -243,7 +258,7 @@ def _checked_scores(scores: torch.Tensor, b: int, n_items: int) -> torch.Tensor:
     if not scores.is_floating_point():
         scores = scores.to(torch.float64)
     elif scores._base is not None or not scores.is_contiguous():
-        scores = scores.contiguous().clone()  # never write into the caller's storage
+        scores = scores.clone(memory_format=torch.contiguous_format)  # keep caller's data
     return scores
 
 
@@ -254,7 +269,7 @@ def _batch_size(batch_users: int | None, max_batch_bytes: int, n_items: int) -> 
         return int(batch_users)
     if max_batch_bytes < 1:
         raise ConfigError(f"max_batch_bytes must be positive, got {max_batch_bytes}")
-    # The float32 score block dominates; tie resolution may add about as much again.
+    # The float32 score block dominates; ranking adds only O(B·sqrt(K·n_items)).
     return max(1, int(max_batch_bytes) // (4 * max(n_items, 1)))
 
 
@@ -279,7 +294,8 @@ def evaluate(
         dataset: the data; ``valid`` excludes train items, ``test`` excludes train and valid.
         split: ``valid`` or ``test``.
         ks: cut-offs; Q is added when they include 5, 10 and 20.
-        users: optional user indices to restrict to; users without targets are skipped.
+        users: optional user indices to restrict to. Users without targets, or without any
+            training item (cold start), are skipped.
         batch_users: users per scorer call; by default derived from ``max_batch_bytes``.
         device: where the ranking runs (the scorer's output device).
         max_batch_bytes: memory bound of one float32 score block.
@@ -304,7 +320,7 @@ def evaluate(
         for b0 in range(0, n_eval, bs):
             b1 = min(b0 + bs, n_eval)
             ta = time.perf_counter()
-            scores = _checked_scores(scorer(users_t[b0:b1]), b1 - b0, n_items)
+            scores = _checked_scores(scorer(users_t[b0:b1]), b1 - b0, n_items, dev)
             tb = time.perf_counter()
             e0, e1 = prep.excl_ptr[b0], prep.excl_ptr[b1]
             if e1 > e0:
