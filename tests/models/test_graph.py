@@ -14,6 +14,7 @@ from embudget.graph import (
     SparseAdjacency,
     bipartite_adjacency,
     row_norm_adjacency,
+    sparse_dense_mm,
     spmm,
     sym_norm_adjacency,
 )
@@ -182,3 +183,12 @@ def test_bad_input() -> None:
     adj = SparseAdjacency.lightgcn(_tiny_train())
     with pytest.raises(ValueError, match="rows"):
         adj(torch.zeros(adj.n + 1, 2))
+
+
+def test_sparse_dense_mm_matches_dense() -> None:
+    adj = SparseAdjacency.ngcf(_tiny_train())
+    x = torch.randn(3, adj.n).T  # non-contiguous input
+    for a in (adj.tensor(), adj.tensor_t()):
+        out = sparse_dense_mm(a, x)
+        assert out.shape == (adj.n, 3) and torch.isfinite(out).all()
+        torch.testing.assert_close(out, a.to_dense() @ x)
