@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from embudget.embedding import SizedEmbedding
 from embudget.errors import ConfigError
-from embudget.models import MODELS, NCF, Backbone, build_model
+from embudget.models import MODELS, NCF, Backbone, build_model, model_defaults
 
 NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 N = 20  # users = items
@@ -152,6 +152,33 @@ def test_param_counts(name: str) -> None:
     n_tables = 4 if name == "ncf" else 2
     assert len(model.user_tables()) == len(model.item_tables()) == n_tables // 2
     assert all(isinstance(t, SizedEmbedding) for t in model.embedding_tables())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_l2_term(name: str) -> None:
+    """reg · Σ‖e‖² / batch over the right embeddings: masked ego rows (MF, LightGCN), all six
+    masked rows (NCF), the final concatenated rows (NGCF)."""
+    assert (
+        model_defaults(name)["reg"]
+        == {"mf": 1e-4, "lightgcn": 1e-4, "ngcf": 1e-3, "ncf": 1e-2}[name]
+    )
+    plain, regd = make(name, reg=0.0), make(name, reg=0.5)
+    for m in (plain, regd):
+        m.set_sizes(random_sizes(N, 18), random_sizes(N, 19))
+        m.eval()  # NGCF: no dropout, so both losses see the same propagation
+    users = torch.tensor([0, 3, 3, 8, 15])
+    pos, neg = (users + 2) % N, (users + 5) % N
+    with torch.no_grad():
+        diff = regd.loss(users, pos, neg) - plain.loss(users, pos, neg)
+        if name == "ngcf":
+            fu, fi = plain.propagate()  # type: ignore[attr-defined]
+            rows = [fu[users], fi[pos], fi[neg]]
+            assert rows[0].shape == (5, 4 * D)
+        else:
+            rows = [t(users) for t in plain.user_tables()]
+            rows += [t(v) for t in plain.item_tables() for v in (pos, neg)]
+        expected = 0.5 * sum(float(r.square().sum()) for r in rows) / len(users)
+    assert float(diff) == pytest.approx(expected, rel=1e-4)
 
 
 # --- determinism -------------------------------------------------------------------------
