@@ -64,17 +64,45 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    sparsity: float | None = 0.8  # c: kept fraction 1 - c of the full d_max table
+    kept_fraction: float | None = None  # alternative to sparsity (set sparsity to null)
+    params: int | None = None  # absolute parameter budget (set sparsity to null)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    method: str = "bet"  # bet | bet-random | bet-simple | su | sr | full
+    iterations: int = 50  # T
+    candidates: int = 100  # m, sampled actions per iteration
+    finetune_epochs: int | None = None  # h per probe (None = 10, or 15 for ngcf)
+    finetune_lr: float = 0.03  # probe Adam lr ...
+    finetune_lr_decay: float = 0.98  # ... times this ...
+    finetune_lr_decay_every: int = 200  # ... every this many steps ...
+    finetune_lr_min: float = 0.001  # ... floored here
+    fitness_user_fraction: float = 1.0  # validation users used by the fitness (fixed sample)
+    retrain_top: int = 5  # top-k actions retrained from scratch
+    predictor_updates: int = 2  # predictor updates per iteration
+    max_attempts: int = 100  # sampler retry cap
+    on_exhausted: str = "clamp"  # clamp | error
+    size_step: int = 1  # sizes restricted to multiples of this (4 for FBGEMM/TorchRec)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # training seed (init, batches, dropout)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     threads: int | None = None  # torch intra-op threads (None = torch default)
+    cache_dir: str = "cache"  # pretrained models are cached here, keyed by a hash
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)  # type: ignore[no-any-return]
+        return _to_plain(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -209,6 +237,8 @@ def load_config(
 _CHOICES = {
     "data.protocol": ("paper", "standard"),
     "model.name": ("mf", "ncf", "ngcf", "lightgcn"),
+    "search.method": ("bet", "bet-random", "bet-simple", "su", "sr", "full"),
+    "search.on_exhausted": ("clamp", "error"),
 }
 
 
@@ -231,6 +261,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key, v in positive.items():
         if v < 1:
             raise ConfigError(f"{key} must be at least 1, got {v}")
+    s = cfg.search
+    for key, v in {
+        "search.iterations": s.iterations,
+        "search.candidates": s.candidates,
+        "search.retrain_top": s.retrain_top,
+        "search.finetune_lr_decay_every": s.finetune_lr_decay_every,
+        "search.max_attempts": s.max_attempts,
+        "search.size_step": s.size_step,
+    }.items():
+        if v < 1:
+            raise ConfigError(f"{key} must be at least 1, got {v}")
+    if s.finetune_epochs is not None and s.finetune_epochs < 0:
+        raise ConfigError(f"search.finetune_epochs must be >= 0, got {s.finetune_epochs}")
+    if not 0.0 < s.fitness_user_fraction <= 1.0:
+        raise ConfigError("search.fitness_user_fraction must lie in (0, 1]")
+    b = cfg.budget
+    given = [k for k in ("sparsity", "kept_fraction", "params") if getattr(b, k) is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            "give exactly one of budget.sparsity, budget.kept_fraction, budget.params "
+            f"(got {given or 'none'}); e.g. --set budget.sparsity=null --set budget.params=100000"
+        )
     if not cfg.eval.ks or min(cfg.eval.ks) < 1:
         raise ConfigError(f"eval.ks must be a non-empty list of positive ints, got {cfg.eval.ks}")
     return cfg

@@ -99,7 +99,7 @@ class Dataset:
     def split(self, name: str) -> sp.csr_matrix:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
     # --- frequencies (training split) --------------------------------------------------
     @property

@@ -1,0 +1,183 @@
+"""Command-line interface: a thin shell over the library. The only module that reads argv
+or prints.
+
+Exit codes: 0 success, 2 usage/config/data errors, 3 infeasible budget, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from embudget import __version__
+from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError
+
+log = logging.getLogger("embudget")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--dataset", help="dataset name (gowalla, yelp2018, lastfm, ml-100k) or path")
+    p.add_argument("--model", choices=["mf", "ncf", "ngcf", "lightgcn"], help="backbone")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=0.01 (repeatable)",
+    )
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--protocol", choices=["paper", "standard"], help="split protocol")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embudget", description="Fit recommender embedding tables into a memory budget."
+    )
+    parser.add_argument("--version", action="version", version=f"embudget {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train a full-size backbone to convergence")
+    _add_run_options(p_train)
+
+    p_search = sub.add_parser("search", help="BET search (or a baseline) at one budget")
+    _add_run_options(p_search)
+    p_search.add_argument(
+        "--method", choices=["bet", "bet-random", "bet-simple", "su", "sr", "full"]
+    )
+    budget = p_search.add_mutually_exclusive_group()
+    budget.add_argument("--sparsity", type=float, help="budget as sparsity c (kept 1 - c)")
+    budget.add_argument("--params", type=int, help="budget as a parameter count")
+
+    p_data = sub.add_parser("data", help="dataset utilities")
+    data_sub = p_data.add_subparsers(dest="data_command", required=True)
+    p_stats = data_sub.add_parser("stats", help="users, items, interactions, density")
+    p_stats.add_argument("dataset", help="dataset name or path")
+    p_stats.add_argument("--protocol", choices=["paper", "standard"], default="paper")
+    p_stats.add_argument("--split-seed", type=int, default=42)
+    p_stats.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _resolve_config(args: argparse.Namespace) -> Any:
+    from embudget.config import load_config
+
+    updates: dict[str, Any] = {}
+    if args.dataset:
+        updates.setdefault("data", {})["name"] = args.dataset
+    if args.protocol:
+        updates.setdefault("data", {})["protocol"] = args.protocol
+    if args.model:
+        updates.setdefault("model", {})["name"] = args.model
+    if args.device:
+        updates["device"] = args.device
+    if args.seed is not None:
+        updates["seed"] = args.seed
+    if getattr(args, "method", None):
+        updates.setdefault("search", {})["method"] = args.method
+    if getattr(args, "sparsity", None) is not None:
+        updates["budget"] = {"sparsity": args.sparsity, "kept_fraction": None, "params": None}
+    if getattr(args, "params", None) is not None:
+        updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": args.params}
+    return load_config(args.config, args.set, updates=updates)
+
+
+def _fmt_metrics(block: dict[str, Any], keys: Sequence[str]) -> str:
+    return "  ".join(f"{k}={block[k]:.4f}" for k in keys if k in block)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from embudget.experiment import HEADLINE, run_train
+
+    cfg = _resolve_config(args)
+    res = run_train(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
+    )
+    print(f"run directory: {args.out}")
+    print(f"valid  {_fmt_metrics(res['valid'], HEADLINE)}")
+    print(f"test   {_fmt_metrics(res['test'], HEADLINE)}")
+    print(f"steps {res['steps']} (best {res['best_step']}), {res['train_seconds']:.0f}s")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from embudget.search.loop import run_search
+
+    cfg = _resolve_config(args)
+    res = run_search(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
+    )
+    b = res["budget"]
+    print(f"run directory: {args.out}")
+    print(
+        f"method {res['method']}: params used {b['params_used']:,} / budget {b['params_budget']:,}"
+    )
+    print(f"valid  {_fmt_metrics(res['valid'], ('recall@20', 'ndcg@20'))}")
+    print(f"test   {_fmt_metrics(res['test'], ('recall@5', 'recall@20', 'ndcg@5', 'ndcg@20'))}")
+    print(
+        f"search {res['search_seconds']:.0f}s, retrain {res['retrain_seconds']:.0f}s, "
+        f"{res['n_probes']} probes"
+    )
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from embudget.data import load_dataset
+
+    ds = load_dataset(args.dataset, protocol=args.protocol, split_seed=args.split_seed)
+    st = ds.stats()
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(f"dataset       {ds.name} (protocol {ds.protocol}, split seed {ds.split_seed})")
+        print(f"users         {st['users']:,}")
+        print(f"items         {st['items']:,}")
+        print(f"interactions  {st['interactions']:,}")
+        print(f"density       {st['density']:.6f}")
+        print(f"train/valid/test  {st['train']:,} / {st['valid']:,} / {st['test']:,}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "search":
+            return cmd_search(args)
+        if args.command == "data" and args.data_command == "stats":
+            return cmd_data_stats(args)
+        parser.error(f"unknown command {args.command}")
+    except BudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3 if e.error_type is BudgetErrorType.INFEASIBLE else 2
+    except EmbudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume and the same --out", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

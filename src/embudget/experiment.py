@@ -1,0 +1,174 @@
+"""From a resolved config to a finished run directory: the glue the CLI calls.
+
+A run directory holds ``config.yaml`` (resolved), ``env.json``, ``run.log``, ``metrics.jsonl``
+(every validation), ``checkpoint.pt`` while training (resume point), ``model.safetensors``,
+``per_user_{valid,test}.npz`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from embudget.config import ModelConfig, RunConfig
+from embudget.data import load_dataset
+from embudget.data.dataset import Dataset
+from embudget.errors import RunDirError
+from embudget.evaluate import EvalResult
+from embudget.io import (
+    RunDir,
+    append_jsonl,
+    environment,
+    read_json,
+    resolve_device,
+    save_npz,
+    write_json,
+    write_text,
+)
+from embudget.models import build_model
+from embudget.models.base import Backbone
+from embudget.seeds import torch_generator
+from embudget.train import fit, validate
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return load_dataset(
+        d.name, protocol=d.protocol, split_seed=d.split_seed, fmt=d.format, min_rating=d.min_rating
+    )
+
+
+def model_options(mc: ModelConfig) -> dict[str, Any]:
+    """Only the options the chosen backbone understands."""
+    opts: dict[str, Any] = {}
+    if mc.reg is not None:
+        opts["reg"] = mc.reg
+    if mc.name in ("lightgcn", "ngcf"):
+        opts["n_layers"] = mc.n_layers
+    if mc.name == "ngcf":
+        opts["node_dropout"] = mc.node_dropout
+        opts["mess_dropout"] = mc.mess_dropout
+    return opts
+
+
+def make_model(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, *stream: str | int
+) -> Backbone:
+    """A freshly initialised backbone; ``stream`` names the init seed stream."""
+    model = build_model(
+        cfg.model.name,
+        dataset.n_users,
+        dataset.n_items,
+        dataset.train,
+        d_max=cfg.model.d_max,
+        generator=torch_generator(cfg.seed, "init", *stream),
+        **model_options(cfg.model),
+    )
+    return model.to(device)
+
+
+def save_weights(model: Backbone, path: Path) -> None:
+    """Dense tensors of the state dict (parameters and sizes) as safetensors, atomically."""
+    from embudget.io import atomic_path
+
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if isinstance(v, torch.Tensor) and v.layout == torch.strided
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def metrics_block(res: EvalResult) -> dict[str, float]:
+    out = {k: float(v) for k, v in res.means.items()}
+    out["n_users_evaluated"] = res.n_users_evaluated
+    return out
+
+
+def save_per_user(path: Path, res: EvalResult) -> None:
+    save_npz(path, users=res.users, **res.per_user)
+
+
+def run_train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a full-size backbone (``embudget train``) and write its run directory."""
+    run = RunDir.create(out, overwrite=overwrite, resume=resume)
+    if resume:
+        saved = (run.path / "config.yaml").read_text()
+        if saved != cfg.to_yaml():
+            raise RunDirError(
+                f"cannot resume {run.path}: its config.yaml differs from the requested config; "
+                "resume with the same --config/--set options, or start a new --out"
+            )
+        if run.file("results.json").is_file():
+            return dict(read_json(run.file("results.json")))
+    handler = run.attach_log()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        write_text(run.file("config.yaml"), cfg.to_yaml())
+        write_json(run.file("env.json"), environment(device))
+        t0 = time.perf_counter()
+        ds = load_data(cfg)
+        t_data = time.perf_counter() - t0
+        log.info("data %s: %s (%.1fs)", ds.name, ds.stats(), t_data)
+        model = make_model(cfg, ds, device)
+        metrics_path = run.file("metrics.jsonl")
+        if not resume and metrics_path.exists():
+            metrics_path.unlink()
+        fr = fit(
+            model,
+            ds,
+            cfg.train,
+            seed=cfg.seed,
+            ks=cfg.eval.ks,
+            eval_batch_users=cfg.eval.batch_users,
+            checkpoint=run.file("checkpoint.pt"),
+            progress=progress,
+            on_eval=lambda rec: append_jsonl(metrics_path, rec),
+            desc=f"train {cfg.model.name}",
+        )
+        assert fr.valid is not None
+        test = validate(model, ds, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+        save_weights(model, run.file("model.safetensors"))
+        save_per_user(run.file("per_user_valid.npz"), fr.valid)
+        save_per_user(run.file("per_user_test.npz"), test)
+        results: dict[str, Any] = {
+            "dataset": ds.name,
+            "protocol": ds.protocol,
+            "split_fingerprint": ds.fingerprint(),
+            "model": cfg.model.name,
+            "seed": cfg.seed,
+            "config_hash": cfg.hash(),
+            "valid": metrics_block(fr.valid),
+            "test": metrics_block(test),
+            "best_step": fr.best_step,
+            "steps": fr.steps,
+            "stopped_early": fr.stopped_early,
+            "train_seconds": fr.seconds,
+            "data_seconds": t_data,
+            "embedding_params": model.embedding_params_used(),
+            "dense_params": model.dense_params(),
+        }
+        write_json(run.file("results.json"), results)
+        run.file("checkpoint.pt").unlink(missing_ok=True)
+        return results
+    finally:
+        RunDir.detach_log(handler)

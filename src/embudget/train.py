@@ -1,0 +1,286 @@
+"""BPR training: to convergence with early stopping (pretrain, retrain, SU/SR) and fixed-length
+fine-tuning (search probes). bet.md §6, §7.2, §8.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embudget.config import TrainConfig
+from embudget.data.dataset import Dataset
+from embudget.data.sampling import BPRSampler
+from embudget.evaluate import EvalResult, evaluate
+from embudget.io import load_torch, save_torch
+from embudget.models.base import Backbone
+from embudget.seeds import int_seed, np_rng
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Adam learning rate with a step decay: lr_t = max(lr_min, lr · decay^⌊t / every⌋)."""
+
+    lr: float = 0.03
+    decay: float = 0.95
+    every: int = 200
+    lr_min: float = 0.001
+
+    @classmethod
+    def from_train(cls, cfg: TrainConfig) -> Schedule:
+        return cls(cfg.lr, cfg.lr_decay, cfg.lr_decay_every, cfg.lr_min)
+
+    def lr_at(self, step: int) -> float:
+        return max(self.lr_min, self.lr * self.decay ** (step // self.every))
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the best validation evaluation and how it was reached."""
+
+    valid: EvalResult | None
+    best_step: int
+    steps: int
+    stopped_early: bool
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Stepper:
+    """One optimiser, one sampler, one schedule: the part shared by fit and finetune."""
+
+    def __init__(
+        self,
+        model: Backbone,
+        dataset: Dataset,
+        schedule: Schedule,
+        batch_users: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.schedule = schedule
+        self.device = device
+        self.sampler = BPRSampler(
+            dataset.train, batch_users=batch_users, rng=np_rng(seed, "batches")
+        )
+        self.opt = torch.optim.Adam(model.parameters(), lr=schedule.lr_at(0))
+        self.step = 0
+        self._loss_sum = torch.zeros((), device=device)
+        self._loss_n = 0
+
+    def run(self, n_steps: int, bar: Any = None) -> None:
+        self.model.train()
+        for _ in range(n_steps):
+            lr = self.schedule.lr_at(self.step)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            users, pos, neg = (t.to(self.device, non_blocking=True) for t in self.sampler.sample())
+            loss = self.model.loss(users, pos, neg)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self._loss_sum += loss.detach()
+            self._loss_n += 1
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+
+    def mean_loss(self) -> float:
+        """Mean loss since the last call (syncs the device once)."""
+        v = float(self._loss_sum) / max(1, self._loss_n)
+        self._loss_sum.zero_()
+        self._loss_n = 0
+        return v
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+
+def validate(
+    model: Backbone,
+    dataset: Dataset,
+    split: str = "valid",
+    ks: Sequence[int] = (5, 10, 20),
+    users: np.ndarray | None = None,
+    batch_users: int | None = None,
+) -> EvalResult:
+    """Full-ranking evaluation of ``model`` in eval mode (no dropout, no grad).
+
+    The cut-offs 5, 10 and 20 are always included, so that quality Q is always reported.
+    """
+    ks = sorted(set(ks) | {5, 10, 20})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            return evaluate(
+                model.scorer(),
+                dataset,
+                split=split,
+                ks=ks,
+                users=users,
+                batch_users=batch_users,
+                device=device,
+            )
+    finally:
+        model.train(was_training)
+
+
+def _fork_rng(device: torch.device) -> Any:
+    devices = [device] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def fit(
+    model: Backbone,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    ks: Sequence[int] = (5, 10, 20),
+    eval_users: np.ndarray | None = None,
+    eval_batch_users: int | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train to convergence: validate every ``cfg.eval_every_steps`` steps on quality Q, stop
+    after ``cfg.patience`` evaluations without strict improvement, restore the best weights.
+
+    With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
+    and an existing checkpoint is resumed from, so an interrupted run continues where it was.
+    """
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    with _fork_rng(device):
+        torch.manual_seed(int_seed(seed, "torch"))
+        st = _Stepper(model, dataset, Schedule.from_train(cfg), cfg.batch_users, seed, device)
+        best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
+        best_state: dict[str, torch.Tensor] | None = None
+        history: list[dict[str, Any]] = []
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        if ckpt is not None and ckpt.is_file():
+            state = load_torch(ckpt, map_location=device)
+            st.load_state_dict(state["stepper"])
+            best_q, best_step, bad = state["best_quality"], state["best_step"], state["bad"]
+            best_state, history = state["best_model"], state["history"]
+            elapsed = float(state["seconds"])
+            log.info("resumed %s from %s at step %d", desc, ckpt, st.step)
+        best_valid: EvalResult | None = None
+        stopped = False
+        bar = tqdm(
+            total=cfg.max_steps, initial=st.step, desc=desc, disable=not progress, leave=False
+        )
+        try:
+            while st.step < cfg.max_steps and bad < cfg.patience:
+                st.run(min(cfg.eval_every_steps, cfg.max_steps - st.step), bar)
+                res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
+                q = res.means["quality"]
+                improved = q > best_q
+                if improved:
+                    best_q, best_step, bad, best_valid = q, st.step, 0, res
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                rec = {
+                    "step": st.step,
+                    "loss": st.mean_loss(),
+                    "lr": st.schedule.lr_at(st.step - 1),
+                    "valid": res.to_dict()["means"],
+                    "improved": improved,
+                    "seconds": elapsed + time.perf_counter() - t0,
+                }
+                history.append(rec)
+                log.info(
+                    "%s step %d loss %.4f valid Q %.4f R@20 %.4f%s",
+                    desc,
+                    st.step,
+                    rec["loss"],
+                    q,
+                    res.means.get("recall@20", float("nan")),
+                    " *" if improved else "",
+                )
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", best_q=f"{best_q:.4f}")
+                if on_eval is not None:
+                    on_eval(rec)
+                if ckpt is not None:
+                    save_torch(
+                        ckpt,
+                        {
+                            "stepper": st.state_dict(),
+                            "best_quality": best_q,
+                            "best_step": best_step,
+                            "bad": bad,
+                            "best_model": best_state,
+                            "history": history,
+                            "seconds": rec["seconds"],
+                        },
+                    )
+            stopped = bad >= cfg.patience
+        finally:
+            bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        if best_valid is None and best_state is not None:
+            # resumed after the best evaluation: recompute it from the restored weights
+            best_valid = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
+    return FitResult(
+        valid=best_valid,
+        best_step=best_step,
+        steps=st.step,
+        stopped_early=stopped,
+        seconds=elapsed + time.perf_counter() - t0,
+        history=history,
+    )
+
+
+def finetune(
+    model: Backbone,
+    dataset: Dataset,
+    *,
+    steps: int,
+    schedule: Schedule,
+    batch_users: int,
+    seed: int,
+    progress: bool = False,
+    desc: str = "finetune",
+) -> float:
+    """Fine-tune every parameter for a fixed number of BPR steps with a fresh Adam (a probe,
+    bet.md §6). Returns the mean loss of the run."""
+    device = next(model.parameters()).device
+    with _fork_rng(device):
+        torch.manual_seed(int_seed(seed, "torch"))
+        st = _Stepper(model, dataset, schedule, batch_users, seed, device)
+        bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+        try:
+            st.run(steps, bar)
+        finally:
+            bar.close()
+        return st.mean_loss()
