@@ -126,7 +126,7 @@ class FitnessPredictor(nn.Module):
         """Validate and convert to two ``(m, d_max)`` int64 tensors (a 1-D pair is m = 1)."""
         out = []
         for name, h, total in (("hist_u", hist_u, self.n_users), ("hist_v", hist_v, self.n_items)):
-            t = h.detach() if isinstance(h, torch.Tensor) else torch.as_tensor(np.asarray(h))
+            t = h.detach() if isinstance(h, torch.Tensor) else torch.from_numpy(np.array(h))
             integral = not (t.dtype.is_complex or t.dtype == torch.bool) and (
                 not t.dtype.is_floating_point or torch.equal(t, t.round())
             )
