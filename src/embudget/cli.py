@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--sparsity", type=float, help="budget as sparsity c (kept 1 - c)")
     budget.add_argument("--params", type=int, help="budget as a parameter count")
 
+    p_demo = sub.add_parser(
+        "demo", help="full model, SU and BET at one budget on the shipped data (~10 min, 2 CPUs)"
+    )
+    p_demo.add_argument("--out", default="runs/demo", help="directory for the three runs")
+    p_demo.add_argument("--dataset", default="gowalla", help="dataset name or path")
+    p_demo.add_argument("--model", default="mf", choices=["mf", "ncf", "ngcf", "lightgcn"])
+    p_demo.add_argument("--sparsity", type=float, default=0.8)
+    p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p_demo.add_argument("--no-progress", action="store_true")
+
     p_data = sub.add_parser("data", help="dataset utilities")
     data_sub = p_data.add_subparsers(dest="data_command", required=True)
     p_stats = data_sub.add_parser("stats", help="users, items, interactions, density")
@@ -132,6 +142,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from embudget.demo import format_table, run_demo
+
+    rows = run_demo(
+        args.out,
+        dataset=args.dataset,
+        model=args.model,
+        sparsity=args.sparsity,
+        overrides=args.set,
+        progress=not args.no_progress,
+    )
+    print(format_table(rows))
+    return 0
+
+
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from embudget.data import load_dataset
 
@@ -160,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         if args.command == "search":
             return cmd_search(args)
         if args.command == "data" and args.data_command == "stats":
