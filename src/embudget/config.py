@@ -68,6 +68,9 @@ class BudgetConfig:
     sparsity: float | None = 0.8  # c: kept fraction 1 - c of the full d_max table
     kept_fraction: float | None = None  # alternative to sparsity (set sparsity to null)
     params: int | None = None  # absolute parameter budget (set sparsity to null)
+    bytes: int | None = None  # budget in bytes of values + index overhead (set sparsity to null)
+    dtype: str = "fp32"  # storage precision the byte budget counts: fp32 | fp16 | bf16 | int8
+    layout: str = "jagged"  # storage layout the byte budget counts: jagged | bucketed
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,8 @@ _CHOICES = {
     "model.name": ("mf", "ncf", "ngcf", "lightgcn"),
     "search.method": ("bet", "bet-random", "bet-simple", "su", "sr", "full"),
     "search.on_exhausted": ("clamp", "error"),
+    "budget.dtype": ("fp32", "fp16", "bf16", "int8"),
+    "budget.layout": ("jagged", "bucketed"),
 }
 
 
@@ -277,12 +282,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0.0 < s.fitness_user_fraction <= 1.0:
         raise ConfigError("search.fitness_user_fraction must lie in (0, 1]")
     b = cfg.budget
-    given = [k for k in ("sparsity", "kept_fraction", "params") if getattr(b, k) is not None]
+    keys = ("sparsity", "kept_fraction", "params", "bytes")
+    given = [k for k in keys if getattr(b, k) is not None]
     if len(given) != 1:
         raise ConfigError(
-            "give exactly one of budget.sparsity, budget.kept_fraction, budget.params "
-            f"(got {given or 'none'}); e.g. --set budget.sparsity=null --set budget.params=100000"
+            "give exactly one of budget.sparsity, budget.kept_fraction, budget.params, "
+            f"budget.bytes (got {given or 'none'}); e.g. --set budget.sparsity=null "
+            "--set budget.params=100000"
         )
+    if b.bytes is not None and b.bytes < 1:
+        raise ConfigError(f"budget.bytes must be a positive integer, got {b.bytes}")
     if not cfg.eval.ks or min(cfg.eval.ks) < 1:
         raise ConfigError(f"eval.ks must be a non-empty list of positive ints, got {cfg.eval.ks}")
     return cfg
