@@ -40,6 +40,24 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in _names(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.8,0.9: {e}") from e
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in _names(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2: {e}") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embudget", description="Fit recommender embedding tables into a memory budget."
@@ -69,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--sparsity", type=float, default=0.8)
     p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p_demo.add_argument("--no-progress", action="store_true")
+
+    p_bench = sub.add_parser("bench", help="run a grid of cells into one results directory")
+    p_bench.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    p_bench.add_argument("--datasets", type=_names, default=["gowalla"], help="e.g. gowalla,lastfm")
+    p_bench.add_argument("--models", type=_names, default=["mf"], help="e.g. mf,ncf,lightgcn")
+    p_bench.add_argument("--methods", type=_names, default=["full", "su", "sr", "bet"])
+    p_bench.add_argument("--sparsities", type=_floats, default=[0.8, 0.9, 0.95])
+    p_bench.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="e.g. 0,1,2")
+    p_bench.add_argument("--out", required=True, help="results directory (rerun to resume)")
+    p_bench.add_argument("--config", action="append", default=[], help="YAML config file")
+    p_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p_bench.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    p_bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p_report = sub.add_parser("report", help="Markdown tables (and plots) from a results dir")
+    p_report.add_argument("results_dir", help="directory written by embudget bench")
+    p_report.add_argument("--out", help="Markdown file (default RESULTS_DIR/report.md)")
+    p_report.add_argument("--plot", action="store_true", help="also draw PNGs (needs matplotlib)")
 
     p_data = sub.add_parser("data", help="dataset utilities")
     data_sub = p_data.add_subparsers(dest="data_command", required=True)
@@ -157,6 +193,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from embudget.config import load_config
+    from embudget.grid import RESULTS_FILE, run_grid
+
+    updates = {"device": args.device} if args.device else None
+    base = load_config(args.config, args.set, updates=updates)
+    try:
+        summary = run_grid(
+            base,
+            args.out,
+            datasets=args.datasets,
+            models=args.models,
+            methods=args.methods,
+            sparsities=args.sparsities,
+            seeds=args.seeds,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            "interrupted; rerun the same embudget bench command to resume "
+            "(finished cells are kept)",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"results: {args.out}/{RESULTS_FILE}")
+    print(
+        f"{len(summary.ran)} cells run, {len(summary.skipped)} already done, "
+        f"{summary.seconds:.0f}s; next: embudget report {args.out}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from embudget.report import write_report
+
+    rep = write_report(args.results_dir, args.out, plot=args.plot)
+    for note in rep.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {rep.path} ({len(rep.tables)} tables, {len(rep.figures)} figure files)")
+    return 0
+
+
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from embudget.data import load_dataset
 
@@ -189,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "search":
             return cmd_search(args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "data" and args.data_command == "stats":
             return cmd_data_stats(args)
         parser.error(f"unknown command {args.command}")
