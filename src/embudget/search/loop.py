@@ -36,6 +36,7 @@ from embudget.budget import (
     sampler_budget,
     uniform_sizes,
 )
+from embudget.compact import compact_pays, is_compact, load_weights, to_compact
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
@@ -58,6 +59,7 @@ from embudget.io import (
     write_json,
     write_text,
 )
+from embudget.memory import memory_report, params_for_bytes
 from embudget.models.base import Backbone
 from embudget.search.actions import Action, RankAssignment
 from embudget.search.predictor import (
@@ -87,10 +89,26 @@ def tables_per_entity(cfg: RunConfig) -> int:
 
 
 def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
-    """(B for the whole model's ID tables, B for one size per entity)."""
+    """(B for the whole model's ID tables, B for one size per entity).
+
+    A byte budget becomes B after subtracting the size-independent overhead of the chosen
+    storage (bet.md §14.2, :func:`embudget.memory.params_for_bytes`).
+    """
     b = cfg.budget
-    budget = Budget(sparsity=b.sparsity, kept_fraction=b.kept_fraction, params=b.params)
     tables = tables_per_entity(cfg)
+    if b.bytes is not None:
+        total = params_for_bytes(
+            b.bytes,
+            dataset.n_users,
+            dataset.n_items,
+            cfg.model.d_max,
+            b.dtype,
+            b.layout,
+            tables,
+            cfg.search.size_step,
+        )
+        return total, sampler_budget(total, tables)
+    budget = Budget(sparsity=b.sparsity, kept_fraction=b.kept_fraction, params=b.params)
     total = budget.resolve(tables * dataset.n_entities, cfg.model.d_max)
     return total, sampler_budget(total, tables)
 
@@ -407,9 +425,15 @@ def train_sizes(
     checkpoint: Path | None,
     progress: bool,
 ) -> Trained:
-    """A fresh backbone with fixed sizes from step 0, trained to convergence (bet.md §7.2)."""
+    """A fresh backbone with fixed sizes from step 0, trained to convergence (bet.md §7.2).
+
+    The tables are compact (jagged) whenever that is smaller than the masked form, so the
+    parameters, gradients and Adam state follow the budget; the trajectory is the same.
+    """
     model = make_model(cfg, dataset, device, stream)
     model.set_sizes(user_sizes, item_sizes)
+    if compact_pays([user_sizes, item_sizes], cfg.model.d_max):
+        to_compact(model)
     fr = fit(
         model,
         dataset,
@@ -520,6 +544,8 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
     summary = budget_summary(
         user_sizes, item_sizes, total_budget, d_max, model.dense_params(), tables
     )
+    b = cfg.budget
+    mem = memory_report(model, dtype=b.dtype, layout=b.layout)
     save_npz(
         run.file("sizes.npz"),
         user_sizes=user_sizes.astype(np.int16),
@@ -545,6 +571,12 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
             "params_budget": total_budget,
             "params_used": summary["params_used"],
             **{k: v for k, v in summary.items() if k not in ("budget_params", "params_used")},
+            "bytes_budget": b.bytes,
+            "bytes_used": mem["bytes"]["embedding"],
+            "bytes": mem["bytes"],
+            "dtype": b.dtype,
+            "layout": b.layout,
+            "storage": "compact" if is_compact(model) else "masked",
         },
         "valid": metrics_block(valid),
         "test": metrics_block(test),
@@ -612,7 +644,7 @@ def _retrain(
     from safetensors.torch import load_file
 
     state = load_file(str(run.file(f"{name}.safetensors")), device=str(device))
-    model.load_state_dict(state, strict=False)
+    load_weights(model, state)  # compact or masked, as it was trained
     valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
     return model, valid, {"name": name, "valid_quality": best[0]}, seconds
 
