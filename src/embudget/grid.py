@@ -122,7 +122,7 @@ def cell_config(base: RunConfig, cell: Cell) -> RunConfig:
             "data": {"name": cell.dataset},
             "model": {"name": cell.model},
             "search": {"method": cell.method},
-            "budget": {"sparsity": sparsity, "kept_fraction": None, "params": None},
+            "budget": {"sparsity": sparsity, "kept_fraction": None, "params": None, "bytes": None},
             "seed": cell.seed,
         },
     )

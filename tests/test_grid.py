@@ -1,0 +1,245 @@
+"""The grid runner (embudget bench): cell expansion, long-format records, resumption after a kill,
+on real Last.fm with tiny settings."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from embudget import grid
+from embudget.cli import main
+from embudget.config import load_config
+from embudget.errors import ConfigError
+from embudget.search import loop
+from embudget.search.actions import Action
+
+TINY = [
+    "model.d_max=16",
+    "train.batch_users=1000",
+    "train.eval_every_steps=20",
+    "train.patience=1",
+    "train.max_steps=40",
+    "search.iterations=3",
+    "search.candidates=4",
+    "search.finetune_epochs=0",
+    "search.retrain_top=1",
+    "search.fitness_user_fraction=0.3",
+]
+GRID: dict[str, Any] = {
+    "datasets": ["lastfm"],
+    "models": ["mf"],
+    "methods": ["full", "su", "bet"],
+    "sparsities": [0.8],
+    "seeds": [0],
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _base(tmp_path: Path, *extra: str) -> Any:
+    return load_config(overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}", *extra])
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+class Counter:
+    """Wraps run_search: counts calls, records resume flags, dies before call ``die_at``."""
+
+    def __init__(self, die_at: int | None = None) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.die_at = die_at
+
+    def __call__(self, cfg: Any, out: Path, **kw: Any) -> dict[str, Any]:
+        if self.die_at is not None and len(self.calls) + 1 == self.die_at:
+            raise KeyboardInterrupt
+        self.calls.append((Path(out).name, kw["resume"]))
+        return loop.run_search(cfg, out, **kw)
+
+
+def test_expand_grid_order_and_full_once_per_seed() -> None:
+    cells = grid.expand_grid(
+        ["lastfm", "ml-100k"], ["mf"], ["bet", "su", "full"], [0.8, 0.9], [0, 1]
+    )
+    full = [c for c in cells if c.method == "full"]
+    assert len(full) == 2 * 2  # datasets x seeds, not x sparsities
+    assert all(c.sparsity is None for c in full)
+    assert len(cells) == 4 + 2 * (2 * 2 * 2)  # full + (su, bet) x datasets x sparsities x seeds
+    cheap = [i for i, c in enumerate(cells) if c.method in ("full", "su")]
+    assert cheap == list(range(len(cheap)))  # every cheap cell before any search
+    ids = [c.cell_id for c in cells]
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == "lastfm-mf-full-seed0"
+    assert "lastfm-mf-bet-s0.9-seed1" in ids
+    # searches: sparsity outer, seed inner, so a row's seeds finish together
+    bet = [(c.sparsity, c.seed) for c in cells if c.method == "bet" and c.dataset == "lastfm"]
+    assert bet == [(0.8, 0), (0.8, 1), (0.9, 0), (0.9, 1)]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"methods": ["bet", "magic"]},
+        {"sparsities": [1.2]},
+        {"sparsities": []},
+        {"seeds": [0, 0]},
+        {"models": []},
+    ],
+)
+def test_expand_grid_rejects_bad_grids(kw: dict[str, Any]) -> None:
+    args = {**GRID, **kw}
+    with pytest.raises(ConfigError):
+        grid.expand_grid(
+            args["datasets"], args["models"], args["methods"], args["sparsities"], args["seeds"]
+        )
+
+
+def test_cell_config_sets_the_cell_and_keeps_the_base(tmp_path: Path) -> None:
+    base = _base(tmp_path, "train.lr=0.01")
+    cfg = grid.cell_config(base, grid.Cell("lastfm", "ncf", "su", 0.9, 2))
+    got = (cfg.data.name, cfg.model.name, cfg.search.method, cfg.seed)
+    assert got == ("lastfm", "ncf", "su", 2)
+    assert cfg.budget.sparsity == 0.9 and cfg.train.lr == 0.01 and cfg.model.d_max == 16
+    full = grid.cell_config(base, grid.Cell("lastfm", "mf", "full", None, 0))
+    assert full.budget.sparsity == 0.0
+    assert grid.deviations(cfg)["train.lr"] == 0.01
+    assert grid.preset(cfg) == "fast"
+    assert grid.preset(grid.cell_config(load_config(), grid.Cell("x", "mf", "bet", 0.8, 0))) == (
+        "faithful"
+    )
+
+
+def test_grid_resumes_after_a_kill_without_redoing_finished_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "results"
+    base = _base(tmp_path)
+    # killed before the third cell (bet) starts: full and su are recorded
+    first = Counter(die_at=3)
+    monkeypatch.setattr(grid, "run_search", first)
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_grid(base, out, **GRID)
+    cells = grid.expand_grid(**GRID)
+    expected = [f"{c.cell_id}-{grid.cell_config(base, c).hash()[:8]}" for c in cells[:2]]
+    assert [c for c, _ in first.calls] == expected
+    assert expected[0].startswith("lastfm-mf-full-seed0-")
+    assert expected[1].startswith("lastfm-mf-su-s0.8-seed0-")
+    recs = _lines(out / "results.jsonl")
+    assert {r["cell_id"] for r in recs} == {"lastfm-mf-full-seed0", "lastfm-mf-su-s0.8-seed0"}
+
+    # killed inside the bet cell, during its second search iteration
+    real_probe = loop.Searcher.probe
+
+    def probe_then_die(self: loop.Searcher, action: Action, t: int) -> tuple:
+        if t == 1:
+            raise KeyboardInterrupt
+        return real_probe(self, action, t)
+
+    second = Counter()
+    monkeypatch.setattr(grid, "run_search", second)
+    monkeypatch.setattr(loop.Searcher, "probe", probe_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_grid(base, out, **GRID)
+    assert len(second.calls) == 1 and second.calls[0][0].startswith("lastfm-mf-bet-s0.8-seed0")
+    bet_dir = out / "runs" / second.calls[0][0]
+    hist0 = _lines(bet_dir / "history.jsonl")
+    assert [h["t"] for h in hist0] == [0]
+    assert len(_lines(out / "results.jsonl")) == len(recs)  # nothing recorded for bet
+
+    # rerun: only the bet cell runs, resumed from its run directory at iteration 1
+    monkeypatch.setattr(loop.Searcher, "probe", real_probe)
+    third = Counter()
+    monkeypatch.setattr(grid, "run_search", third)
+    summary = grid.run_grid(base, out, **GRID)
+    assert third.calls == [(bet_dir.name, True)]
+    assert summary.ran == ["lastfm-mf-bet-s0.8-seed0"]
+    assert summary.skipped == ["lastfm-mf-full-seed0", "lastfm-mf-su-s0.8-seed0"]
+    hist = _lines(bet_dir / "history.jsonl")
+    assert [h["t"] for h in hist] == [0, 1, 2]
+    assert hist[0] == hist0[0]  # iteration 0 was not redone (its timings are unchanged)
+    recs = _lines(out / "results.jsonl")
+    assert recs[: len(summary.records)] == summary.records
+    per_cell: dict[str, int] = {}
+    for r in recs:
+        per_cell[r["cell_id"]] = per_cell.get(r["cell_id"], 0) + 1
+    assert set(per_cell) == {c.cell_id for c in grid.expand_grid(**GRID)}
+    assert all(n == recs[0]["n_records"] for n in per_cell.values())  # no duplicates
+
+    # everything done: a rerun runs nothing
+    fourth = Counter()
+    monkeypatch.setattr(grid, "run_search", fourth)
+    assert grid.run_grid(base, out, **GRID).ran == [] and fourth.calls == []
+    # another setting is another config hash: those cells run again
+    changed = grid.run_grid(_base(tmp_path, "train.lr=0.02"), out, **{**GRID, "methods": ["su"]})
+    assert changed.ran == ["lastfm-mf-su-s0.8-seed0"] and len(fourth.calls) == 1
+
+
+def test_records_are_long_format_and_match_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    summary = grid.run_grid(_base(tmp_path), out, **{**GRID, "methods": ["full", "su"]})
+    recs = _lines(out / "results.jsonl")
+    assert recs == summary.records
+    for cell_id in ("lastfm-mf-full-seed0", "lastfm-mf-su-s0.8-seed0"):
+        mine = [r for r in recs if r["cell_id"] == cell_id]
+        res = json.loads((out / mine[0]["run_dir"] / "results.json").read_text())
+        assert len(mine) == mine[0]["n_records"] == 2 * (len(res["test"]) - 1)
+        for r in mine:
+            name = r["metric"] if r["k"] is None else f"{r['metric']}@{r['k']}"
+            assert r["value"] == res[r["split"]][name]
+            assert r["n_users_evaluated"] == res[r["split"]]["n_users_evaluated"]
+            assert r["config_hash"] == res["config_hash"] and r["backbone"] == "mf"
+            assert r["params_used"] == res["budget"]["params_used"]
+            assert r["time_search_s"] == res["search_seconds"] == 0.0
+            assert r["schema"] == 1 and r["preset"] == "fast" and r["split_seed"] == 42
+        assert {(r["split"], r["metric"], r["k"]) for r in mine} >= {
+            ("test", "recall", 20),
+            ("valid", "ndcg", 5),
+            ("test", "quality", None),
+        }
+    full = next(r for r in recs if r["method"] == "full")
+    assert full["fraction_of_full"] == 1.0 and full["params_used"] == full["budget_params"]
+    su = next(r for r in recs if r["method"] == "su")
+    assert su["sparsity"] == 0.8 and su["params_used"] <= su["budget_params"]
+
+
+def test_torn_write_is_dropped_and_the_cell_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "results"
+    g = {**GRID, "methods": ["su"]}
+    grid.run_grid(_base(tmp_path), out, **g)
+    path = out / "results.jsonl"
+    good = path.read_text().splitlines(keepends=True)
+    # a kill in the middle of the cell's write: half its lines, the last one cut
+    path.write_text("".join(good[:3]) + good[3][:40])
+    assert grid.load_results(path) == []
+    counter = Counter()
+    monkeypatch.setattr(grid, "run_search", counter)
+    summary = grid.run_grid(_base(tmp_path), out, **g)
+    assert summary.ran == ["lastfm-mf-su-s0.8-seed0"]
+    assert counter.calls[0][1] is True  # its finished run dir is reused, not retrained
+    assert path.read_text().splitlines(keepends=True) == good
+
+
+def test_bench_cli_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    args = ["bench", "--datasets", "lastfm", "--models", "mf", "--methods", "full,su"]
+    args += ["--sparsities", "0.8", "--seeds", "0", "--out", str(out), "--no-progress"]
+    args += [x for s in [*TINY, f"cache_dir={tmp_path / 'cache'}"] for x in ("--set", s)]
+    assert main(args) == 0
+    assert "2 cells run, 0 already done" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 cells run, 2 already done" in capsys.readouterr().out
+    assert main([*args, "--set", "no.such_key=1"]) == 2
+    assert main([*args, "--methods", "full,wat"]) == 2  # the last --methods wins
+    with pytest.raises(SystemExit):  # argparse: not a number
+        main([*args, "--sparsities", "0.8,x"])
