@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p_search.add_mutually_exclusive_group()
     budget.add_argument("--sparsity", type=float, help="budget as sparsity c (kept 1 - c)")
     budget.add_argument("--params", type=int, help="budget as a parameter count")
+    budget.add_argument(
+        "--budget-bytes",
+        type=int,
+        help="budget in bytes of values + index (storage: --set budget.dtype/budget.layout)",
+    )
 
     p_demo = sub.add_parser(
         "demo", help="full model, SU and BET at one budget on the shipped data (~10 min, 2 CPUs)"
@@ -105,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("results_dir", help="directory written by embudget bench")
     p_report.add_argument("--out", help="Markdown file (default RESULTS_DIR/report.md)")
     p_report.add_argument("--plot", action="store_true", help="also draw PNGs (needs matplotlib)")
+
+    p_export = sub.add_parser("export", help="write a run's compact tables to one file")
+    p_export.add_argument("run_dir", help="run directory written by embudget search/train")
+    p_export.add_argument("--out", required=True, help="file to write")
+    p_export.add_argument(
+        "--format", choices=["safetensors", "npz", "buckets"], default="safetensors"
+    )
+    p_export.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32")
+    p_export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    p_rec = sub.add_parser("recommend", help="top-k items for users of an exported table")
+    p_rec.add_argument("path", help="file written by embudget export")
+    who = p_rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", action="append", help="raw user id (repeatable)")
+    who.add_argument("--users-file", help="file with one raw user id per line")
+    p_rec.add_argument("-k", type=int, default=20, help="recommendations per user")
+    p_rec.add_argument("--exclude", choices=["history", "train", "none"], default="history")
+    p_rec.add_argument("--json", action="store_true", help="print JSON lines")
 
     p_data = sub.add_parser("data", help="dataset utilities")
     data_sub = p_data.add_subparsers(dest="data_command", required=True)
@@ -136,6 +159,11 @@ def _resolve_config(args: argparse.Namespace) -> Any:
         updates["budget"] = {"sparsity": args.sparsity, "kept_fraction": None, "params": None}
     if getattr(args, "params", None) is not None:
         updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": args.params}
+    if "budget" in updates:
+        updates["budget"]["bytes"] = None
+    if getattr(args, "budget_bytes", None) is not None:
+        updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": None}
+        updates["budget"]["bytes"] = args.budget_bytes
     return load_config(args.config, args.set, updates=updates)
 
 
@@ -154,6 +182,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"valid  {_fmt_metrics(res['valid'], HEADLINE)}")
     print(f"test   {_fmt_metrics(res['test'], HEADLINE)}")
     print(f"steps {res['steps']} (best {res['best_step']}), {res['train_seconds']:.0f}s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from embudget.export import export_run
+
+    meta = export_run(
+        args.run_dir, args.out, fmt=args.format, dtype=args.dtype, overwrite=args.overwrite
+    )
+    b = meta["memory"]["bytes"]
+    print(f"wrote {args.out} ({meta['layout']}, {meta['dtype']}, {meta['model']['name']})")
+    print(
+        f"tables {b['embedding']:,} B (values {b['values']:,}, index {b['index']:,}, "
+        f"row meta {b['row_meta']:,}) = {b['fraction_of_dense_table']:.1%} of the dense "
+        f"fp32 table; dense backbone {b['dense_backbone']:,} B"
+    )
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from embudget.serve import Recommender, read_user_file
+
+    users = args.user if args.user else read_user_file(args.users_file)
+    out = Recommender.load(args.path).recommend(users, k=args.k, exclude=args.exclude)
+    for user, rank, item, score in out.rows():
+        if args.json:
+            print(json.dumps({"user": user, "rank": rank, "item": item, "score": score}))
+        else:
+            print(f"{user}\t{rank}\t{item}\t{score:.6g}")
     return 0
 
 
@@ -269,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_search(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "recommend":
+            return cmd_recommend(args)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "data" and args.data_command == "stats":
