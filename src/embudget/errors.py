@@ -57,3 +57,7 @@ class RunDirError(EmbudgetError):
 
 class ExportError(EmbudgetError):
     """An exported table is missing, truncated or corrupted."""
+
+
+class UnknownIdError(EmbudgetError):
+    """A raw user or item id that the exported table or dataset does not know."""
