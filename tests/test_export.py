@@ -302,3 +302,11 @@ def test_export_run_reproduces_the_runs_test_metrics(run_dir: Path, tmp_path: Pa
     with torch.no_grad():
         test_q = evaluate(q.model.scorer(), ds, split="test", ks=(20,))
     assert abs(test_q.means["recall@20"] - test.means["recall@20"]) < 0.01
+
+
+def test_package_level_load(tmp_path: Path) -> None:
+    import embudget
+
+    write(sized_model("mf"), tmp_path / "t")
+    assert embudget.load is load
+    assert embudget.load(tmp_path / "t").model.name == "mf"

@@ -1,3 +1,21 @@
 """embudget: fit recommender embedding tables into a memory budget (BET)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load"]
+
+if TYPE_CHECKING:
+    from embudget.export import load
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that ``import embudget`` (and the CLI's --help) does not import torch.
+    if name == "load":
+        from embudget.export import load
+
+        return load
+    raise AttributeError(f"module 'embudget' has no attribute {name!r}")
