@@ -281,8 +281,6 @@ def export_model(
             for name, full in zip(names[side], padded[side], strict=True):
                 for key, arr in _encode_jagged(full[mask], s, offsets, dtype).items():
                     tensors[f"emb.{name}.{key}"] = arr
-    emb_ids = {id(p) for ts in tables.values() for t in ts for p in t.parameters()}
-    emb_ids |= {id(b) for ts in tables.values() for t in ts for b in t.buffers()}
     table_prefixes = tuple(f"{n}." for side in SIDES for n in names[side])
     for k, v in model.state_dict().items():
         if k.startswith(table_prefixes):
