@@ -26,8 +26,17 @@ def test_precedence_set_over_file_over_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["train.lrr=0.1", "nosuch=1", "train=3", "train.lr=abc", "train.patience=1.5",
-     "model.name=svd", "data.protocol=other", "train.max_steps=0", "justakey"],
+    [
+        "train.lrr=0.1",
+        "nosuch=1",
+        "train=3",
+        "train.lr=abc",
+        "train.patience=1.5",
+        "model.name=svd",
+        "data.protocol=other",
+        "train.max_steps=0",
+        "justakey",
+    ],
 )
 def test_bad_overrides_raise_config_error(override: str) -> None:
     with pytest.raises(ConfigError):
@@ -65,3 +74,13 @@ def test_hash_and_yaml_roundtrip(tmp_path: Path) -> None:
     c2 = load_config([p])
     assert c2 == c and c2.hash() == c.hash()
     assert load_config().hash() != c.hash()
+
+
+def test_backbone_defaults_sit_between_defaults_and_user_settings(tmp_path: Path) -> None:
+    assert load_config(overrides=["model.name=lightgcn"]).train.lr == 0.03
+    mf = load_config(overrides=["model.name=mf"])
+    assert mf.train.lr == 0.005 and mf.search.finetune_lr == 0.005
+    f = tmp_path / "a.yaml"
+    f.write_text("model:\n  name: mf\ntrain:\n  lr: 0.02\n")
+    assert load_config([f]).train.lr == 0.02
+    assert load_config([f], ["train.lr=0.01"]).train.lr == 0.01

@@ -32,6 +32,7 @@ from embudget.budget import (
     Budget,
     budget_summary,
     check_budget,
+    check_feasible,
     random_sizes,
     sampler_budget,
     uniform_sizes,
@@ -110,7 +111,10 @@ def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
         return total, sampler_budget(total, tables)
     budget = Budget(sparsity=b.sparsity, kept_fraction=b.kept_fraction, params=b.params)
     total = budget.resolve(tables * dataset.n_entities, cfg.model.d_max)
-    return total, sampler_budget(total, tables)
+    per_entity = sampler_budget(total, tables)
+    if cfg.search.method != "full":  # fail before any training, with the ways out
+        check_feasible(per_entity, dataset.n_entities, cfg.model.d_max, cfg.search.size_step)
+    return total, per_entity
 
 
 # --------------------------------------------------------------------------------------------
