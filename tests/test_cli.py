@@ -4,17 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from embudget.cli import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.slow

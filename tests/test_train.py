@@ -20,14 +20,6 @@ def lastfm() -> Dataset:
     return load_dataset("lastfm")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _model(ds: Dataset, name: str = "mf") -> torch.nn.Module:
     return build_model(
         name, ds.n_users, ds.n_items, ds.train, d_max=32, generator=torch_generator(0, "init")

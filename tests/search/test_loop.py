@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from embudget.budget import check_budget
 from embudget.config import RunConfig, load_config
@@ -29,14 +28,6 @@ SETTINGS = [
     "search.fitness_user_fraction=0.5",
     "budget.sparsity=0.8",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _cfg(tmp_path: Path, *extra: str) -> RunConfig:

@@ -1,4 +1,4 @@
-"""Run the tiny-model tests single-threaded.
+"""Run every test single-threaded (pytest-xdist already uses both cores).
 
 On tiny tensors every op is dominated by thread synchronisation: on a busy 2-core machine a
 20 x 20 training step took ~50 ms with 2 threads and ~3 ms with one.
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _single_thread() -> Iterator[None]:
     old = torch.get_num_threads()
     torch.set_num_threads(1)
