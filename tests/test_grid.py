@@ -44,8 +44,8 @@ def one_thread() -> object:
     torch.set_num_threads(old)
 
 
-def _base(tmp_path: Path, *extra: str) -> Any:
-    return load_config(overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}", *extra])
+def _base(tmp_path: Path, *extra: str) -> grid.Settings:
+    return grid.Settings(overrides=(*TINY, f"cache_dir={tmp_path / 'cache'}", *extra))
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -105,17 +105,27 @@ def test_expand_grid_rejects_bad_grids(kw: dict[str, Any]) -> None:
 
 def test_cell_config_sets_the_cell_and_keeps_the_base(tmp_path: Path) -> None:
     base = _base(tmp_path, "train.lr=0.01")
-    cfg = grid.cell_config(base, grid.Cell("lastfm", "ncf", "su", 0.9, 2))
+    cfg = grid.cell_config(grid.Cell("lastfm", "ncf", "su", 0.9, 2), base)
     got = (cfg.data.name, cfg.model.name, cfg.search.method, cfg.seed)
     assert got == ("lastfm", "ncf", "su", 2)
     assert cfg.budget.sparsity == 0.9 and cfg.train.lr == 0.01 and cfg.model.d_max == 16
-    full = grid.cell_config(base, grid.Cell("lastfm", "mf", "full", None, 0))
+    full = grid.cell_config(grid.Cell("lastfm", "mf", "full", None, 0), base)
     assert full.budget.sparsity == 0.0
     assert grid.deviations(cfg)["train.lr"] == 0.01
     assert grid.preset(cfg) == "fast"
-    assert grid.preset(grid.cell_config(load_config(), grid.Cell("x", "mf", "bet", 0.8, 0))) == (
-        "faithful"
+    # each backbone gets its own defaults, as `embudget search --model X` would
+    for model in ("mf", "ncf", "lightgcn"):
+        cell = grid.cell_config(grid.Cell("lastfm", model, "bet", 0.8, 0))
+        assert cell.train == load_config(overrides=[f"model.name={model}"]).train
+        assert grid.preset(cell) == "faithful" and grid.deviations(cell) == {}
+    dev = grid.cell_config(
+        grid.Cell("x", "mf", "bet", 0.8, 0), grid.Settings(updates={"device": "cuda"})
     )
+    assert dev.device == "cuda" and grid.preset(dev) == "faithful"
+    # the grid owns the cell keys
+    for clash in ("model.name=ncf", "search.method=su", "seed=3", "budget.sparsity=0.5"):
+        with pytest.raises(ConfigError, match="grid sets it per cell"):
+            grid.cell_config(grid.Cell("lastfm", "mf", "bet", 0.8, 0), _base(tmp_path, clash))
 
 
 def test_grid_resumes_after_a_kill_without_redoing_finished_cells(
@@ -129,7 +139,7 @@ def test_grid_resumes_after_a_kill_without_redoing_finished_cells(
     with pytest.raises(KeyboardInterrupt):
         grid.run_grid(base, out, **GRID)
     cells = grid.expand_grid(**GRID)
-    expected = [f"{c.cell_id}-{grid.cell_config(base, c).hash()[:8]}" for c in cells[:2]]
+    expected = [f"{c.cell_id}-{grid.cell_config(c, base).hash()[:8]}" for c in cells[:2]]
     assert [c for c, _ in first.calls] == expected
     assert expected[0].startswith("lastfm-mf-full-seed0-")
     assert expected[1].startswith("lastfm-mf-su-s0.8-seed0-")

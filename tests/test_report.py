@@ -13,7 +13,6 @@ import torch
 
 from embudget import grid, report
 from embudget.cli import main
-from embudget.config import load_config
 from embudget.errors import RunDirError
 from embudget.io import save_npz
 
@@ -74,7 +73,7 @@ def _write_cell(out: Path, cell: grid.Cell, per_user: dict[str, np.ndarray], use
         "n_probes": 3,
         "device": "cpu",
     }
-    lines = grid.result_records(cell, load_config(), results, str(run_dir))
+    lines = grid.result_records(cell, grid.cell_config(cell), results, str(run_dir))
     with open(out / grid.RESULTS_FILE, "a") as f:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
 

@@ -251,14 +251,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from embudget.config import load_config
-    from embudget.grid import RESULTS_FILE, run_grid
+    from embudget.grid import RESULTS_FILE, Settings, run_grid
 
     updates = {"device": args.device} if args.device else None
-    base = load_config(args.config, args.set, updates=updates)
+    settings = Settings(tuple(args.config), tuple(args.set), updates)
     try:
         summary = run_grid(
-            base,
+            settings,
             args.out,
             datasets=args.datasets,
             models=args.models,

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from embudget import __version__
-from embudget.config import RunConfig, SearchConfig, TrainConfig, load_config
+from embudget.config import RunConfig, load_config
 from embudget.errors import ConfigError
 from embudget.io import write_text
 from embudget.search.loop import run_search
@@ -112,28 +112,62 @@ def expand_grid(
     return sorted(cells, key=key)
 
 
-def cell_config(base: RunConfig, cell: Cell) -> RunConfig:
-    """The base config with the cell's dataset, backbone, method, budget and seed."""
+@dataclass(frozen=True)
+class Settings:
+    """What every cell starts from: YAML files, ``--set`` overrides and a mapping (e.g. the
+    device), resolved per cell so that each backbone gets its own defaults."""
+
+    files: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    updates: Mapping[str, Any] | None = None
+
+
+def _deep_update(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, Mapping) and k in out else v
+    return out
+
+
+def cell_config(cell: Cell, settings: Settings | None = None) -> RunConfig:
+    """The resolved config of one cell: the settings plus its dataset, backbone, method, budget
+    and seed (bet.md defaults, then the backbone's defaults, then files, then overrides).
+
+    Raises:
+        ConfigError: a file or override sets a key the grid sets (e.g. ``model.name``).
+    """
+    st = settings or Settings()
     # the full model ignores the budget; sparsity 0 makes its recorded budget the full table
     sparsity = 0.0 if cell.sparsity is None else cell.sparsity
-    return load_config(
-        base=base,
-        updates={
-            "data": {"name": cell.dataset},
-            "model": {"name": cell.model},
-            "search": {"method": cell.method},
-            "budget": {"sparsity": sparsity, "kept_fraction": None, "params": None, "bytes": None},
-            "seed": cell.seed,
-        },
-    )
+    mine = {
+        "data": {"name": cell.dataset},
+        "model": {"name": cell.model},
+        "search": {"method": cell.method},
+        "budget": {"sparsity": sparsity, "kept_fraction": None, "params": None, "bytes": None},
+        "seed": cell.seed,
+    }
+    cfg = load_config(st.files, st.overrides, updates=_deep_update(st.updates or {}, mine))
+    got = {
+        "data.name": (cfg.data.name, cell.dataset, "--datasets"),
+        "model.name": (cfg.model.name, cell.model, "--models"),
+        "search.method": (cfg.search.method, cell.method, "--methods"),
+        "budget.sparsity": (cfg.budget.sparsity, sparsity, "--sparsities"),
+        "seed": (cfg.seed, cell.seed, "--seeds"),
+    }
+    for key, (value, want, flag) in got.items():
+        if value != want:
+            raise ConfigError(
+                f"{key} is set to {value!r} by a config file or --set, but the grid sets it per "
+                f"cell; remove it and use {flag} instead"
+            )
+    return cfg
 
 
 def deviations(cfg: RunConfig) -> dict[str, Any]:
-    """Procedure settings that differ from the faithful defaults (bet.md §14.7), dotted keys."""
-    ref = RunConfig(
-        model=type(cfg.model)(name=cfg.model.name),
-        train=TrainConfig(),
-        search=SearchConfig(method=cfg.search.method),
+    """Procedure settings that differ from the faithful defaults (bet.md §14.7, with the
+    backbone's defaults), as dotted keys."""
+    ref = load_config(
+        updates={"model": {"name": cfg.model.name}, "search": {"method": cfg.search.method}}
     ).to_dict()
     got = cfg.to_dict()
     out: dict[str, Any] = {}
@@ -258,7 +292,7 @@ class GridSummary:
 
 
 def run_grid(
-    base: RunConfig,
+    settings: Settings,
     out: str | Path,
     *,
     datasets: Sequence[str],
@@ -271,7 +305,7 @@ def run_grid(
     """Run every unfinished cell of the grid into ``out`` (see the module docstring).
 
     Args:
-        base: resolved config (files, ``--set`` overrides, device) that every cell starts from.
+        settings: files, ``--set`` overrides and updates (device) that every cell starts from.
         out: the results directory; ``results.jsonl`` and ``runs/`` live here.
         progress: show per-run progress bars.
 
@@ -284,7 +318,7 @@ def run_grid(
     (out / "runs").mkdir(exist_ok=True)
     results_path = out / RESULTS_FILE
     cells = expand_grid(datasets, models, methods, sparsities, list(seeds))
-    configs = [cell_config(base, c) for c in cells]  # validate every cell before running any
+    configs = [cell_config(c, settings) for c in cells]  # validate every cell before running any
     records = load_results(results_path)
     if results_path.is_file():
         # rewrite without torn or partial cells, so their rerun does not leave duplicates
