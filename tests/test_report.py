@@ -358,3 +358,15 @@ def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / grid.RESULTS_FILE).write_text("")
     with pytest.raises(RunDirError, match="no finished cell"):
         report.write_report(tmp_path)
+
+
+def test_a_metric_the_runs_did_not_compute_shows_a_dash(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    _toy_results(out, seeds=(0, 1))
+    recs = [r for r in _records(out) if not (r["metric"] == "recall" and r["k"] == 5)]
+    recs = [dict(r, n_records=r["n_records"] - 2) for r in recs]  # as if eval.ks lacked 5
+    (out / grid.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _, rows = _parse_table(report.write_report(out).path.read_text(), "### toy (paper), mf")
+    assert all(cells["Recall@5"] == "–" for cells in rows.values())
+    v = _expected(recs, "bet", 0.8, "ndcg@5")
+    assert _clean(rows[("0.8", "BET")]["NDCG@5"]) == f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"

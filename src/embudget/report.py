@@ -89,7 +89,8 @@ class Row:
         out = []
         for s in self.seeds:
             r = self.runs[s]
-            out.append(getattr(r, key) if key in _RUN_FIELDS else r.test[key])
+            # a metric the run did not compute (other eval.ks) is NaN and shows as "–"
+            out.append(getattr(r, key) if key in _RUN_FIELDS else r.test.get(key, np.nan))
         return np.asarray(out, dtype=np.float64)
 
     def mean(self, key: str) -> float:
@@ -326,6 +327,8 @@ def _hmm(seconds: float) -> str:
 
 def _cell(row: Row, key: str) -> str:
     mean, std = row.mean(key), row.std(key)
+    if not np.isfinite(mean):
+        return "–"
     return f"{mean:.4f} (n=1)" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
@@ -354,7 +357,7 @@ def render_table(table: Table) -> str:
             text = _cell(r, m)
             if r.method != "full" and r.mean(m) == best[(r.sparsity, m)]:
                 text = f"**{text}**"
-            if r.method in SEARCHES and r.sparsity is not None:
+            if r.method in SEARCHES and r.sparsity is not None and np.isfinite(r.mean(m)):
                 c = _strongest_for(table, r, m)
                 if c is not None and c.test is not None and c.test["p"] < 0.05:
                     text += " †"
@@ -469,7 +472,7 @@ def pareto_points(table: Table, metric: str) -> list[dict[str, Any]]:
             "n_seeds": len(r.seeds),
         }
         for r in table.rows
-        if r.method != "full"
+        if r.method != "full" and np.isfinite(r.mean(metric))
     ]
     x = np.array([p["params_used"] for p in pts])
     y = np.array([p["mean"] for p in pts])
