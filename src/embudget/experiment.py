@@ -99,6 +99,22 @@ def save_per_user(path: Path, res: EvalResult) -> None:
     save_npz(path, users=res.users, **res.per_user)
 
 
+def open_run(
+    cfg: RunConfig, out: str | Path, overwrite: bool, resume: bool
+) -> tuple[RunDir, dict[str, Any] | None]:
+    """Create (or reopen, to resume) a run directory; return it and its results if finished."""
+    run = RunDir.create(out, overwrite=overwrite, resume=resume)
+    if resume:
+        if run.file("config.yaml").read_text() != cfg.to_yaml():
+            raise RunDirError(
+                f"cannot resume {run.path}: its config.yaml differs from the requested config; "
+                "resume with the same --config/--set options, or start a new --out"
+            )
+        if run.file("results.json").is_file():
+            return run, dict(read_json(run.file("results.json")))
+    return run, None
+
+
 def run_train(
     cfg: RunConfig,
     out: str | Path,
@@ -108,16 +124,9 @@ def run_train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a full-size backbone (``embudget train``) and write its run directory."""
-    run = RunDir.create(out, overwrite=overwrite, resume=resume)
-    if resume:
-        saved = (run.path / "config.yaml").read_text()
-        if saved != cfg.to_yaml():
-            raise RunDirError(
-                f"cannot resume {run.path}: its config.yaml differs from the requested config; "
-                "resume with the same --config/--set options, or start a new --out"
-            )
-        if run.file("results.json").is_file():
-            return dict(read_json(run.file("results.json")))
+    run, finished = open_run(cfg, out, overwrite, resume)
+    if finished is not None:
+        return finished
     handler = run.attach_log()
     try:
         if cfg.threads:

@@ -46,6 +46,7 @@ from embudget.experiment import (
     load_data,
     make_model,
     metrics_block,
+    open_run,
     save_per_user,
     save_weights,
 )
@@ -464,15 +465,9 @@ def run_search(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one method at one budget and write its run directory (``embudget search``)."""
-    run = RunDir.create(out, overwrite=overwrite, resume=resume)
-    if resume:
-        if (run.path / "config.yaml").read_text() != cfg.to_yaml():
-            raise RunDirError(
-                f"cannot resume {run.path}: its config.yaml differs from the requested config; "
-                "resume with the same options, or start a new --out"
-            )
-        if run.file("results.json").is_file():
-            return dict(json.loads(run.file("results.json").read_text()))
+    run, finished = open_run(cfg, out, overwrite, resume)
+    if finished is not None:
+        return finished
     handler = run.attach_log()
     try:
         return _run_search(cfg, run, resume, progress)
