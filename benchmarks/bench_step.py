@@ -47,7 +47,7 @@ def _fmt(times: list[float]) -> str:
 
 
 def _step_fn(model: torch.nn.Module, batches: list[Batch]) -> Callable[[], None]:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as embudget.train
     it = iter(range(10**9))
 
     def step() -> None:
