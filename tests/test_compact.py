@@ -26,14 +26,6 @@ NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 NU, NI, D = 30, 24, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def random_train(seed: int = 0) -> sp.csr_matrix:
     rng = np.random.default_rng(seed)
     m = rng.random((NU, NI)) < 0.25

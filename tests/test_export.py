@@ -31,14 +31,6 @@ NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 NU, NI, D = 30, 24, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def random_train(seed: int = 0) -> sp.csr_matrix:
     rng = np.random.default_rng(seed)
     m = rng.random((NU, NI)) < 0.25
@@ -263,7 +255,6 @@ RUN_SETTINGS = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("run")
     cfg = load_config(overrides=[*RUN_SETTINGS, f"cache_dir={base / 'cache'}"])
     loop.run_search(cfg, base / "run", progress=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from embudget import grid
 from embudget.cli import main
@@ -34,14 +33,6 @@ GRID: dict[str, Any] = {
     "sparsities": [0.8],
     "seeds": [0],
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _base(tmp_path: Path, *extra: str) -> grid.Settings:

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.stats
-import torch
 
 from embudget import grid, report
 from embudget.cli import main
@@ -29,14 +28,6 @@ LEVEL = {
     ("sr", 0.9): 0.080,
     ("bet", 0.9): 0.092,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _write_cell(out: Path, cell: grid.Cell, per_user: dict[str, np.ndarray], users: np.ndarray):

@@ -21,14 +21,6 @@ from embudget.serve import Recommender, read_user_file
 NU, NI, D = 12, 9, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def train_matrix() -> sp.csr_matrix:
     rng = np.random.default_rng(0)
     m = rng.random((NU, NI)) < 0.3

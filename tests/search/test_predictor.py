@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +24,6 @@ from embudget.search.predictor import (
 )
 
 D = 128
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: on a busy CPU the intra-op pool costs 10-40x; one thread is also exact."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- helpers -----------------------------------------------------------------------------
