@@ -18,11 +18,11 @@ from embudget.search.loop import run_search
 DEMO_SETTINGS: tuple[str, ...] = (
     "train.eval_every_steps=250",  # faithful: 2000
     "train.patience=2",  # faithful: 3
-    "train.max_steps=2500",  # faithful: 100000
+    "train.max_steps=1500",  # faithful: 100000
     "search.iterations=10",  # T, faithful: 50
     "search.candidates=100",  # m, as faithful
     "search.finetune_epochs=2",  # h, faithful: 10
-    "search.retrain_top=2",  # faithful: 5
+    "search.retrain_top=1",  # faithful: 5
     "search.fitness_user_fraction=0.25",  # faithful: all validation users
 )
 
