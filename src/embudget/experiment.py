@@ -23,6 +23,7 @@ from embudget.evaluate import EvalResult
 from embudget.io import (
     RunDir,
     append_jsonl,
+    atomic_path,
     environment,
     read_json,
     resolve_device,
@@ -78,8 +79,6 @@ def make_model(
 
 def save_weights(model: Backbone, path: Path) -> None:
     """Dense tensors of the state dict (parameters and sizes) as safetensors, atomically."""
-    from embudget.io import atomic_path
-
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()

@@ -500,11 +500,7 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
     theta0 = pretrain(cfg, dataset, device, progress) if method != "su" and method != "sr" else None
     pretrain_seconds = 0.0 if theta0 is None or theta0.cached else theta0.seconds
     candidates: list[tuple[str, np.ndarray, np.ndarray]] = []
-    if method == "full":
-        full = np.full(dataset.n_users, d_max), np.full(dataset.n_items, d_max)
-        candidates = []
-        user_sizes, item_sizes = full
-    elif method == "su":
+    if method == "su":
         candidates = [
             ("su", *uniform_sizes(dataset.n_users, dataset.n_items, action_budget, d_max))
         ]
@@ -513,7 +509,7 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
         candidates = [
             ("sr", *random_sizes(dataset.n_users, dataset.n_items, action_budget, d_max, rng))
         ]
-    else:
+    elif method in SEARCH_METHODS:
         assert theta0 is not None
         searcher = Searcher(cfg, dataset, device, theta0, assignment, action_budget)
         population, search_seconds = _search_loop(searcher, run, resume, progress)
@@ -524,7 +520,7 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
             candidates.append((f"retrain-t{p['t']}", us, vs))
         del searcher
 
-    if method == "full":
+    if method == "full":  # Θ0 itself: the unbudgeted reference
         assert theta0 is not None
         model = make_model(cfg, dataset, device, "pretrain")
         model.load_state_dict(theta0.state)
@@ -532,11 +528,11 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
         chosen: dict[str, Any] = {"name": "full"}
     else:
         model, valid, chosen, retrain_seconds = _retrain(
-            cfg, dataset, device, run, candidates, resume, progress
+            cfg, dataset, device, run, candidates, action_budget, resume, progress
         )
-        user_sizes = model.user_tables()[0].sizes.cpu().numpy().astype(np.int64)
-        item_sizes = model.item_tables()[0].sizes.cpu().numpy().astype(np.int64)
-    if method != "full":  # the full model is the unbudgeted reference
+    user_sizes = model.user_tables()[0].sizes.cpu().numpy().astype(np.int64)
+    item_sizes = model.item_tables()[0].sizes.cpu().numpy().astype(np.int64)
+    if method != "full":
         check_budget(user_sizes, item_sizes, action_budget, d_max)
     test = validate(model, dataset, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
 
@@ -599,6 +595,7 @@ def _retrain(
     device: torch.device,
     run: RunDir,
     candidates: list[tuple[str, np.ndarray, np.ndarray]],
+    action_budget: int,
     resume: bool,
     progress: bool,
 ) -> tuple[Backbone, EvalResult, dict[str, Any], float]:
@@ -614,7 +611,7 @@ def _retrain(
     seconds = sum(float(d["seconds"]) for d in done.values())
     best: tuple[float, str] | None = None
     for name, us, vs in candidates:
-        check_budget(us, vs, sampler_budget_of(cfg, dataset), cfg.model.d_max)
+        check_budget(us, vs, action_budget, cfg.model.d_max)
         weights = run.file(f"{name}.safetensors")
         if name in done and weights.is_file():
             q = float(done[name]["valid"]["quality"])
@@ -646,7 +643,3 @@ def _retrain(
     load_weights(model, state)  # compact or masked, as it was trained
     valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
     return model, valid, {"name": name, "valid_quality": best[0]}, seconds
-
-
-def sampler_budget_of(cfg: RunConfig, dataset: Dataset) -> int:
-    return resolve_budget(cfg, dataset)[1]
