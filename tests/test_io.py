@@ -48,7 +48,16 @@ def test_rundir_refuses_to_overwrite(tmp_path: Path) -> None:
     assert (run / "results.json").read_text() == "{}"
     with pytest.raises(RunDirError):
         RunDir.create(run, resume=True)  # no config.yaml: not a run
-    RunDir.create(run, overwrite=True)
+    (run / "config.yaml").write_text("x: 1\n")
+    (run / "checkpoint.pt").write_text("stale")
+    RunDir.create(run, overwrite=True)  # a run directory is cleared, nothing stale survives
+    assert list(run.iterdir()) == []
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    with pytest.raises(RunDirError):
+        RunDir.create(other, overwrite=True)
+    assert (other / "precious.txt").read_text() == "keep"
 
 
 def test_named_streams_are_independent_and_stable() -> None:

@@ -53,8 +53,11 @@ def test_training_beats_untrained(lastfm: Dataset) -> None:
     assert after > before + 0.03
 
 
-def test_interrupted_fit_resumes_to_the_same_result(lastfm: Dataset, tmp_path: Path) -> None:
-    ref_model = _model(lastfm)
+@pytest.mark.parametrize("name", ["mf", "ngcf"])  # NGCF: dropout stream in the checkpoint
+def test_interrupted_fit_resumes_to_the_same_result(
+    lastfm: Dataset, tmp_path: Path, name: str
+) -> None:
+    ref_model = _model(lastfm, name)
     ref = fit(ref_model, lastfm, CFG, seed=3)
 
     ckpt = tmp_path / "ckpt.pt"
@@ -65,11 +68,11 @@ def test_interrupted_fit_resumes_to_the_same_result(lastfm: Dataset, tmp_path: P
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    m1 = _model(lastfm)
+    m1 = _model(lastfm, name)
     with pytest.raises(KeyboardInterrupt):
         fit(m1, lastfm, CFG, seed=3, checkpoint=ckpt, on_eval=stop_after_two)
     assert ckpt.is_file()
-    m2 = _model(lastfm)  # a fresh process would rebuild the model the same way
+    m2 = _model(lastfm, name)  # a fresh process would rebuild the model the same way
     res = fit(m2, lastfm, CFG, seed=3, checkpoint=ckpt)
     assert [h["valid"] for h in res.history] == [h["valid"] for h in ref.history]
     assert res.best_step == ref.best_step and res.steps == ref.steps

@@ -336,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {args.command}")
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)
+        if e.error_type is BudgetErrorType.VIOLATED:  # an internal bug, not bad input
+            return 1
         return 3 if e.error_type is BudgetErrorType.INFEASIBLE else 2
     except EmbudgetError as e:
         print(f"error: {e}", file=sys.stderr)

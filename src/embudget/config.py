@@ -301,6 +301,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     }.items():
         if v < 1:
             raise ConfigError(f"{key} must be at least 1, got {v}")
+    if s.size_step > 1 and s.method in ("su", "sr"):
+        raise ConfigError(
+            f"search.size_step={s.size_step} applies to searched methods only; SU and SR sizes "
+            "are not restricted to a grid (use --method bet, or size_step=1)"
+        )
     if s.finetune_epochs is not None and s.finetune_epochs < 0:
         raise ConfigError(f"search.finetune_epochs must be >= 0, got {s.finetune_epochs}")
     if not 0.0 < s.fitness_user_fraction <= 1.0:

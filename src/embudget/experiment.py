@@ -7,6 +7,7 @@ A run directory holds ``config.yaml`` (resolved), ``env.json``, ``run.log``, ``m
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -154,6 +155,9 @@ def run_train(
             desc=f"train {cfg.model.name}",
         )
         assert fr.valid is not None
+        # The appends above stream progress; a kill between an append and the checkpoint can
+        # repeat a line on resume, so the final file is rewritten from the fit's history.
+        write_text(metrics_path, "".join(json.dumps(rec) + "\n" for rec in fr.history))
         test = validate(model, ds, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
         save_weights(model, run.file("model.safetensors"))
         save_per_user(run.file("per_user_valid.npz"), fr.valid)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -138,6 +139,15 @@ class RunDir:
             )
         if resume and not (p / cls.MARKER).is_file():
             raise RunDirError(f"cannot resume: {p} holds no run ({cls.MARKER} is missing)")
+        if overwrite and not resume and p.exists() and any(p.iterdir()):
+            # Stale checkpoints or results must not leak into the new run; but only ever
+            # delete what is recognisably an embudget run.
+            if not (p / cls.MARKER).is_file():
+                raise RunDirError(
+                    f"--overwrite refused: {p} is not an embudget run directory "
+                    f"({cls.MARKER} is missing); choose another --out"
+                )
+            shutil.rmtree(p)
         p.mkdir(parents=True, exist_ok=True)
         return cls(p)
 

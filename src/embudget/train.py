@@ -72,6 +72,7 @@ class _Stepper:
         self.model = model
         self.schedule = schedule
         self.device = device
+        model.reseed(int_seed(seed, "dropout"))  # the run's own dropout stream (NGCF)
         self.sampler = BPRSampler(
             dataset.train, batch_users=batch_users, rng=np_rng(seed, "batches")
         )
@@ -112,6 +113,7 @@ class _Stepper:
             "optimizer": self.opt.state_dict(),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "model_rng": self.model.random_state(),
             "step": self.step,
         }
 
@@ -120,6 +122,7 @@ class _Stepper:
         self.opt.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        self.model.load_random_state(state["model_rng"])
         self.step = int(state["step"])
 
 

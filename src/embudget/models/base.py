@@ -71,6 +71,17 @@ class Backbone(nn.Module, ABC):
         emb = {id(t.weight) for t in self.embedding_tables()}
         return sum(p.numel() for p in self.parameters() if id(p) not in emb)
 
+    # --- randomness used while training (dropout) --------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Seed the model's own training-time random stream (no-op without dropout)."""
+
+    def random_state(self) -> dict[str, torch.Tensor]:
+        """State of the training-time random stream, for exact resume."""
+        return {}
+
+    def load_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`random_state` returned."""
+
     # --- training and scoring ----------------------------------------------------------
     @abstractmethod
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,26 @@ class NGCF(Backbone):
     def item_tables(self) -> list[SizedEmbedding]:
         return [self.item_emb]
 
+    def reseed(self, seed: int) -> None:
+        """Restart the dropout stream from ``seed`` (each fit / probe has its own stream)."""
+        self._drop_seed = int(seed)
+        self._drop_gens = {}
+
+    def random_state(self) -> dict[str, torch.Tensor]:
+        state = {k: g.get_state() for k, g in self._drop_gens.items()}
+        if self._drop_seed is not None:
+            state["seed"] = torch.tensor(self._drop_seed, dtype=torch.int64)
+        return state
+
+    def load_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "seed" in state:
+            self.reseed(int(state["seed"]))
+        for key, st in state.items():
+            if key != "seed":
+                gen = self._generator(torch.device(key))
+                assert gen is not None
+                gen.set_state(st)
+
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self._drop_seed is None:
             return None

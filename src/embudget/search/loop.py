@@ -109,9 +109,9 @@ def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
             tables,
             cfg.search.size_step,
         )
-        return total, sampler_budget(total, tables)
-    budget = Budget(sparsity=b.sparsity, kept_fraction=b.kept_fraction, params=b.params)
-    total = budget.resolve(tables * dataset.n_entities, cfg.model.d_max)
+    else:
+        budget = Budget(sparsity=b.sparsity, kept_fraction=b.kept_fraction, params=b.params)
+        total = budget.resolve(tables * dataset.n_entities, cfg.model.d_max)
     per_entity = sampler_budget(total, tables)
     if cfg.search.method != "full":  # fail before any training, with the ways out
         check_feasible(per_entity, dataset.n_entities, cfg.model.d_max, cfg.search.size_step)
@@ -351,6 +351,7 @@ def _search_loop(
                 "t": t,
                 "strategy": strategy,
                 "candidate": idx,
+                "n_clamped": batch.n_clamped,
                 "predicted": predicted,
                 "fitness": r,
                 "quality": q,
@@ -536,6 +537,8 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
         check_budget(user_sizes, item_sizes, action_budget, d_max)
     test = validate(model, dataset, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
 
+    if method == "full":  # unbudgeted: report against the whole table
+        total_budget = tables * d_max * dataset.n_entities
     summary = budget_summary(
         user_sizes, item_sizes, total_budget, d_max, model.dense_params(), tables
     )
