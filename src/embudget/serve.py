@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from embudget.errors import ConfigError, UnknownIdError
+from embudget.evaluate import top_k
 from embudget.export import Exported, load
 from embudget.models.base import Scorer
 
@@ -150,9 +151,9 @@ class Recommender:
                 s[
                     torch.from_numpy(rows), torch.from_numpy(sub.indices.astype(np.int64))
                 ] = -torch.inf
-            val, ind = torch.topk(s, k_eff, dim=1)
+            ind = top_k(s, k_eff)  # the evaluation's rule: score desc, then item index asc
             top_items[b0 : b0 + batch.size] = ind.numpy()
-            top_scores[b0 : b0 + batch.size] = val.numpy()
+            top_scores[b0 : b0 + batch.size] = torch.gather(s, 1, ind).numpy()
         counts = np.isfinite(top_scores).sum(axis=1)
         return Recommendations(
             users=np.asarray(users),
