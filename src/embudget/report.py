@@ -24,7 +24,7 @@ import numpy as np
 from embudget import __version__
 from embudget.errors import ConfigError, RunDirError
 from embudget.grid import RESULTS_FILE, load_results
-from embudget.io import load_npz, write_text
+from embudget.io import atomic_path, load_npz, write_text
 from embudget.stats import paired_ttest
 
 log = logging.getLogger(__name__)
@@ -534,7 +534,8 @@ def _write_pareto(table: Table, fig_dir: Path, Figure: Any) -> tuple[Path, Path]
     fig.suptitle(f"{table.dataset} ({table.protocol}), {table.backbone}: accuracy vs parameters")
     fig.tight_layout()
     png = fig_dir / f"{table.slug}-pareto.png"
-    fig.savefig(png, dpi=120)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return png, csv_path
 
 
@@ -582,7 +583,8 @@ def _write_sizes(table: Table, results_dir: Path, fig_dir: Path, Figure: Any) ->
     fig.suptitle(f"{table.dataset} ({table.protocol}), {table.backbone}: size vs popularity")
     fig.tight_layout()
     png = fig_dir / f"{table.slug}-sizes.png"
-    fig.savefig(png, dpi=120)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return png
 
 
