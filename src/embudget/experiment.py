@@ -34,10 +34,12 @@ from embudget.io import (
 )
 from embudget.models import build_model
 from embudget.models.base import Backbone
-from embudget.seeds import torch_generator
+from embudget.seeds import int_seed, torch_generator
 from embudget.train import fit, validate
 
 log = logging.getLogger(__name__)
+
+PRETRAIN_STREAM = "pretrain"  # seed stream of every full-size training
 
 HEADLINE = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -138,7 +140,9 @@ def run_train(
         ds = load_data(cfg)
         t_data = time.perf_counter() - t0
         log.info("data %s: %s (%.1fs)", ds.name, ds.stats(), t_data)
-        model = make_model(cfg, ds, device)
+        # The same streams as the search's pretraining, so `train` and `search --method full`
+        # produce the same model for the same config and seed.
+        model = make_model(cfg, ds, device, PRETRAIN_STREAM)
         metrics_path = run.file("metrics.jsonl")
         if not resume and metrics_path.exists():
             metrics_path.unlink()
@@ -146,7 +150,7 @@ def run_train(
             model,
             ds,
             cfg.train,
-            seed=cfg.seed,
+            seed=int_seed(cfg.seed, PRETRAIN_STREAM),
             ks=cfg.eval.ks,
             eval_batch_users=cfg.eval.batch_users,
             checkpoint=run.file("checkpoint.pt"),

@@ -132,3 +132,13 @@ def test_baselines_share_the_harness(tmp_path: Path) -> None:
     for r in (su, sr, full, rnd, simple):
         assert r["budget"]["params_used"] <= r["budget"]["params_budget"] or r is full
         assert 0 < r["test"]["recall@20"] < 1
+
+
+def test_train_and_full_method_give_the_same_model(tmp_path: Path) -> None:
+    from embudget.experiment import run_train
+
+    cfg = _cfg(tmp_path, "search.method=full", "search.iterations=1")
+    trained = run_train(cfg, tmp_path / "train", progress=False)
+    full = loop.run_search(cfg, tmp_path / "full", progress=False)
+    assert trained["test"] == full["test"] and trained["valid"] == full["valid"]
+    assert full["budget"]["params_used"] == full["budget"]["params_budget"]  # whole table

@@ -43,6 +43,7 @@ from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
 from embudget.evaluate import EvalResult
 from embudget.experiment import (
+    PRETRAIN_STREAM,
     load_data,
     make_model,
     metrics_block,
@@ -158,12 +159,12 @@ def pretrain(
         blob = load_torch(path, map_location=device)
         log.info("pretrained model from cache %s", path)
         return Pretrained(blob["model"], blob["valid"], float(blob["seconds"]), True)
-    model = make_model(cfg, dataset, device, "pretrain")
+    model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
     fr = fit(
         model,
         dataset,
         cfg.train,
-        seed=int_seed(cfg.seed, "pretrain"),
+        seed=int_seed(cfg.seed, PRETRAIN_STREAM),
         ks=cfg.eval.ks,
         eval_batch_users=cfg.eval.batch_users,
         checkpoint=cache / f"pretrain-{cfg.model.name}-{key}.ckpt.pt",
@@ -523,7 +524,7 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
 
     if method == "full":  # Θ0 itself: the unbudgeted reference
         assert theta0 is not None
-        model = make_model(cfg, dataset, device, "pretrain")
+        model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
         model.load_state_dict(theta0.state)
         valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
         chosen: dict[str, Any] = {"name": "full"}
