@@ -51,6 +51,11 @@ def load_data(cfg: RunConfig) -> Dataset:
     )
 
 
+def tables_per_entity(cfg: RunConfig) -> int:
+    """NCF (shared budget mode) keeps a GMF and an MLP row per entity, both sized d_n."""
+    return 2 if cfg.model.name == "ncf" else 1
+
+
 def model_options(mc: ModelConfig) -> dict[str, Any]:
     """Only the options the chosen backbone understands."""
     opts: dict[str, Any] = {}

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from embudget import __version__
-from embudget.budget import check_budget, check_feasible, repair
+from embudget.budget import check_budget, check_feasible, repair, sampler_budget
 from embudget.compact import CompactEmbedding, is_compact, load_weights, to_compact
 from embudget.errors import EmbudgetError, ExportError, RunDirError
 from embudget.io import atomic_path
@@ -361,9 +361,8 @@ def export_run(
     from safetensors.torch import load_file
 
     from embudget.config import load_config
-    from embudget.experiment import load_data, make_model, model_options
+    from embudget.experiment import load_data, make_model, model_options, tables_per_entity
     from embudget.io import load_npz, read_json
-    from embudget.search.loop import tables_per_entity
 
     run = Path(run_dir)
     need = ["config.yaml", "results.json", "model.safetensors"]
@@ -398,7 +397,7 @@ def export_run(
     tables = tables_per_entity(cfg)
     bucket_budget = None
     if budget.get("params_budget") is not None and results.get("method") != "full":
-        bucket_budget = int(budget["params_budget"]) // tables
+        bucket_budget = sampler_budget(int(budget["params_budget"]), tables)
     history = (dataset.train + dataset.valid + dataset.test).tocsr()
     history.data[:] = 1.0
     return export_model(

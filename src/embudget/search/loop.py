@@ -50,6 +50,7 @@ from embudget.experiment import (
     open_run,
     save_per_user,
     save_weights,
+    tables_per_entity,
 )
 from embudget.io import (
     RunDir,
@@ -86,11 +87,6 @@ STRATEGIES = {0: "greedy", 1: "greedy", 2: "greedy", 3: "random", 4: "nearest"}
 # --------------------------------------------------------------------------------------------
 # budget and sizes
 # --------------------------------------------------------------------------------------------
-def tables_per_entity(cfg: RunConfig) -> int:
-    """NCF (shared budget mode) keeps a GMF and an MLP row per entity, both sized d_n."""
-    return 2 if cfg.model.name == "ncf" else 1
-
-
 def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
     """(B for the whole model's ID tables, B for one size per entity).
 
