@@ -84,3 +84,12 @@ def test_backbone_defaults_sit_between_defaults_and_user_settings(tmp_path: Path
     f.write_text("model:\n  name: mf\ntrain:\n  lr: 0.02\n")
     assert load_config([f]).train.lr == 0.02
     assert load_config([f], ["train.lr=0.01"]).train.lr == 0.01
+
+
+def test_hash_ignores_where_a_run_executes() -> None:
+    base = load_config(overrides=["model.name=lightgcn"])
+    elsewhere = load_config(
+        overrides=["model.name=lightgcn", "device=auto", "threads=2", "cache_dir=/tmp/x"]
+    )
+    assert elsewhere.hash() == base.hash()
+    assert load_config(overrides=["model.name=lightgcn", "train.lr=0.01"]).hash() != base.hash()

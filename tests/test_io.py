@@ -77,3 +77,17 @@ def test_schedule_matches_iterative_decay() -> None:
             lr = max(0.001, lr * 0.95)
         assert s.lr_at(step) == pytest.approx(lr, rel=1e-12)
     assert s.lr_at(10**6) == 0.001
+
+
+def test_resume_accepts_another_device_but_not_another_procedure(tmp_path: Path) -> None:
+    from embudget.config import load_config
+    from embudget.experiment import open_run
+
+    cfg = load_config(overrides=["model.name=mf"])
+    run, _ = open_run(cfg, tmp_path / "r", overwrite=False, resume=False)
+    (run.path / "config.yaml").write_text(cfg.to_yaml())
+    (run.path / "results.json").write_text('{"done": true}')
+    moved = load_config(overrides=["model.name=mf", "threads=2", "device=auto"])
+    assert open_run(moved, run.path, overwrite=False, resume=True)[1] == {"done": True}
+    with pytest.raises(RunDirError):
+        open_run(load_config(overrides=["model.name=mf", "seed=1"]), run.path, False, True)

@@ -111,9 +111,18 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON form (first 16 hex digits)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """sha256 (first 16 hex digits) of the settings that define the procedure.
+
+        Where it runs (:data:`RUNTIME_KEYS`: device, threads, cache directory) is left out, so a
+        run started on the CPU can be resumed on a GPU and a grid is not redone elsewhere.
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: Top-level settings that say where a run executes, not what it computes.
+RUNTIME_KEYS = ("device", "threads", "cache_dir")
 
 
 def _to_plain(obj: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from embudget.config import ModelConfig, RunConfig
+from embudget.config import ModelConfig, RunConfig, load_config
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
@@ -112,7 +112,7 @@ def open_run(
     """Create (or reopen, to resume) a run directory; return it and its results if finished."""
     run = RunDir.create(out, overwrite=overwrite, resume=resume)
     if resume:
-        if run.file("config.yaml").read_text() != cfg.to_yaml():
+        if load_config([run.file("config.yaml")]).hash() != cfg.hash():
             raise RunDirError(
                 f"cannot resume {run.path}: its config.yaml differs from the requested config; "
                 "resume with the same --config/--set options, or start a new --out"
