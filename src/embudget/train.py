@@ -122,7 +122,7 @@ class _Stepper:
         self.opt.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        self.model.load_random_state(state["model_rng"])
+        self.model.load_random_state(state.get("model_rng", {}))  # older checkpoints lack it
         self.step = int(state["step"])
 
 
