@@ -30,6 +30,18 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+def dot_scorer(users: torch.Tensor, items: torch.Tensor) -> Scorer:
+    """Scores ⟨e_u, e_v⟩ of a batch of users against every item, from precomputed tables."""
+    items_t = items.detach().T.contiguous()
+    users = users.detach()
+
+    def score(user_idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return users[user_idx.to(users.device)] @ items_t
+
+    return score
+
+
 class Backbone(nn.Module, ABC):
     """Base class of MF, NCF, NGCF and LightGCN."""
 

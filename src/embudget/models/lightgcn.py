@@ -10,7 +10,7 @@ from torch import nn
 
 from embudget.embedding import SizedEmbedding
 from embudget.graph import SparseAdjacency
-from embudget.models.base import Backbone, Scorer, bpr_loss
+from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
 
 
 class LightGCN(Backbone):
@@ -79,11 +79,5 @@ class LightGCN(Backbone):
 
     def scorer(self) -> Scorer:
         with torch.no_grad():
-            fu, fi = self.propagate()
-            fi_t = fi.T.contiguous()
-
-        def score(user_idx: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return fu[user_idx.to(fu.device)] @ fi_t
-
-        return score
+            fu, fi = self.propagate()  # once per evaluation pass
+        return dot_scorer(fu, fi)

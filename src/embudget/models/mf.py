@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from embudget.embedding import SizedEmbedding
-from embudget.models.base import Backbone, Scorer, bpr_loss
+from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
 
 
 class MF(Backbone):
@@ -54,10 +54,4 @@ class MF(Backbone):
 
     def scorer(self) -> Scorer:
         with torch.no_grad():
-            items = self.item_emb.full().detach()
-
-        def score(user_idx: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return self.user_emb(user_idx.to(items.device)) @ items.T
-
-        return score
+            return dot_scorer(self.user_emb.full(), self.item_emb.full())
