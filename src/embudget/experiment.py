@@ -122,6 +122,16 @@ def open_run(
     return run, None
 
 
+def start_run(cfg: RunConfig, run: RunDir) -> torch.device:
+    """Apply the runtime settings and record the resolved config and environment."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    write_text(run.file("config.yaml"), cfg.to_yaml())
+    write_json(run.file("env.json"), environment(device))
+    return device
+
+
 def run_train(
     cfg: RunConfig,
     out: str | Path,
@@ -136,11 +146,7 @@ def run_train(
         return finished
     handler = run.attach_log()
     try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
-        write_text(run.file("config.yaml"), cfg.to_yaml())
-        write_json(run.file("env.json"), environment(device))
+        device = start_run(cfg, run)
         t0 = time.perf_counter()
         ds = load_data(cfg)
         t_data = time.perf_counter() - t0

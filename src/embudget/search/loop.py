@@ -50,14 +50,13 @@ from embudget.experiment import (
     open_run,
     save_per_user,
     save_weights,
+    start_run,
     tables_per_entity,
 )
 from embudget.io import (
     RunDir,
     append_jsonl,
-    environment,
     load_torch,
-    resolve_device,
     save_npz,
     save_torch,
     write_json,
@@ -474,11 +473,7 @@ def run_search(
 
 
 def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    write_text(run.file("config.yaml"), cfg.to_yaml())
-    write_json(run.file("env.json"), environment(device))
+    device = start_run(cfg, run)
     method = cfg.search.method
     t_start = time.perf_counter()
     dataset = load_data(cfg)
