@@ -77,3 +77,18 @@ def test_unknown_model_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "lastfm", "--model", "svd", "--out", "x"])
     assert e.value.code == 2
+
+
+def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
+    from embudget.cli import _resolve_config, build_parser
+
+    args = build_parser().parse_args(
+        ["search", "--out", "r", "--fast", "--set", "search.finetune_steps=9", "--sparsity", "0.9"]
+    )
+    cfg = _resolve_config(args)
+    assert cfg.search.pretrain == "nested" and cfg.search.retrain_init == "shared"
+    assert cfg.search.finetune_steps == 9 and cfg.budget.sparsity == 0.9
+    plain = _resolve_config(build_parser().parse_args(["search", "--out", "r"]))
+    assert plain.search.pretrain == "standard"
+    bench = build_parser().parse_args(["bench", "--fast", "--out", "x"])
+    assert bench.fast

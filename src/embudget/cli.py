@@ -58,6 +58,12 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers like 0,1,2: {e}") from e
 
 
+FAST_HELP = (
+    "fast mode: nested (weight-sharing) pretraining, cheap probes on a fixed user sample, a "
+    "batch-fitted predictor and warm-started retraining (config.FAST_PRESET; --set wins)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embudget", description="Fit recommender embedding tables into a memory budget."
@@ -74,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_search.add_argument(
         "--method", choices=["bet", "bet-random", "bet-simple", "su", "sr", "full"]
     )
+    p_search.add_argument("--fast", action="store_true", help=FAST_HELP)
     budget = p_search.add_mutually_exclusive_group()
     budget.add_argument("--sparsity", type=float, help="budget as sparsity c (kept 1 - c)")
     budget.add_argument("--params", type=int, help="budget as a parameter count")
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--config", action="append", default=[], help="YAML config file")
     p_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p_bench.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    p_bench.add_argument("--fast", action="store_true", help=FAST_HELP)
     p_bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p_report = sub.add_parser("report", help="Markdown tables (and plots) from a results dir")
@@ -164,7 +172,7 @@ def _resolve_config(args: argparse.Namespace) -> Any:
     if getattr(args, "budget_bytes", None) is not None:
         updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": None}
         updates["budget"]["bytes"] = args.budget_bytes
-    return load_config(args.config, args.set, updates=updates)
+    return load_config(args.config, args.set, updates=updates, fast=getattr(args, "fast", False))
 
 
 def _fmt_metrics(block: dict[str, Any], keys: Sequence[str]) -> str:
@@ -254,7 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from embudget.grid import RESULTS_FILE, Settings, run_grid
 
     updates = {"device": args.device} if args.device else None
-    settings = Settings(tuple(args.config), tuple(args.set), updates)
+    settings = Settings(tuple(args.config), tuple(args.set), updates, fast=args.fast)
     try:
         summary = run_grid(
             settings,

@@ -89,6 +89,13 @@ class SearchConfig:
     max_attempts: int = 100  # sampler retry cap
     on_exhausted: str = "clamp"  # clamp | error
     size_step: int = 1  # sizes restricted to multiples of this (4 for FBGEMM/TorchRec)
+    # --- fast mode (embudget, beyond the paper; each a recorded deviation, see FAST_PRESET) ---
+    pretrain: str = "standard"  # standard (Θ0 at full size) | nested (every prefix trained)
+    nested_kept_min: float = 0.03  # nested: kept fraction per step ~ log-uniform [this, 1]
+    finetune_steps: int | None = None  # probe steps; overrides finetune_epochs when set
+    retrain_init: str = "scratch"  # scratch (bet.md §7.2) | shared (warm start from Θ0)
+    predictor_update: str = "single"  # single (one replay pair per update) | batch (all pairs)
+    predictor_output: str = "leaky_relu"  # leaky_relu (reference) | linear (no output clamp)
 
 
 @dataclass(frozen=True)
@@ -225,15 +232,18 @@ def load_config(
     overrides: Iterable[str] = (),
     base: RunConfig | None = None,
     updates: Mapping[str, Any] | None = None,
+    fast: bool = False,
 ) -> RunConfig:
-    """Resolve a :class:`RunConfig` from defaults, backbone defaults, YAML files, a mapping and
-    overrides (later wins)."""
+    """Resolve a :class:`RunConfig` from defaults, backbone defaults, the fast preset (when
+    ``fast``), YAML files, a mapping and overrides (later wins)."""
     files = list(files)
     overrides = list(overrides)
-    cfg = _apply(base or RunConfig(), files, updates, overrides)
+    start = base or RunConfig()
+    preset = FAST_PRESET if fast else {}
+    cfg = _apply(_merge(start, preset), files, updates, overrides)
     backbone = BACKBONE_DEFAULTS.get(cfg.model.name)
     if backbone:
-        cfg = _apply(_merge(base or RunConfig(), backbone), files, updates, overrides)
+        cfg = _apply(_merge(_merge(start, backbone), preset), files, updates, overrides)
     return validate(cfg)
 
 
@@ -243,6 +253,24 @@ def load_config(
 #: BENCHMARKS.md), so MF trains and fine-tunes at 0.005.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mf": {"train": {"lr": 0.005}, "search": {"finetune_lr": 0.005}},
+}
+
+
+#: ``--fast``: the search settings of embudget's fast mode (issue 6; BENCHMARKS.md measures
+#: each). Θ0 is pretrained so that every prefix of every row is useful (nested), so a probe is
+#: a truncation plus a short fine-tune scored on a fixed user sample; the predictor is fitted on
+#: the whole replay; the retrained candidates start from Θ0's prefixes. Settings the user gives
+#: explicitly win over these.
+FAST_PRESET: dict[str, Any] = {
+    "search": {
+        "pretrain": "nested",
+        "finetune_steps": 0,
+        "fitness_user_fraction": 0.25,
+        "predictor_update": "batch",
+        "predictor_updates": 20,
+        "predictor_output": "linear",
+        "retrain_init": "shared",
+    }
 }
 
 
@@ -275,6 +303,10 @@ _CHOICES = {
     "model.name": ("mf", "ncf", "ngcf", "lightgcn"),
     "search.method": ("bet", "bet-random", "bet-simple", "su", "sr", "full"),
     "search.on_exhausted": ("clamp", "error"),
+    "search.pretrain": ("standard", "nested"),
+    "search.retrain_init": ("scratch", "shared"),
+    "search.predictor_update": ("single", "batch"),
+    "search.predictor_output": ("leaky_relu", "linear"),
     "budget.dtype": ("fp32", "fp16", "bf16", "int8"),
     "budget.layout": ("jagged", "bucketed"),
 }
@@ -317,6 +349,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if s.finetune_epochs is not None and s.finetune_epochs < 0:
         raise ConfigError(f"search.finetune_epochs must be >= 0, got {s.finetune_epochs}")
+    if s.finetune_steps is not None and s.finetune_steps < 0:
+        raise ConfigError(f"search.finetune_steps must be >= 0, got {s.finetune_steps}")
+    if not 0.0 < s.nested_kept_min <= 1.0:
+        raise ConfigError(
+            f"search.nested_kept_min must lie in (0, 1], got {s.nested_kept_min}; it is the "
+            "smallest kept fraction nested pretraining trains for (e.g. 0.03)"
+        )
+    if s.retrain_init == "shared" and s.pretrain != "nested":
+        raise ConfigError(
+            "search.retrain_init=shared warm-starts from the nested Θ0; it needs "
+            "search.pretrain=nested (or use retrain_init=scratch)"
+        )
     if not 0.0 < s.fitness_user_fraction <= 1.0:
         raise ConfigError("search.fitness_user_fraction must lie in (0, 1]")
     b = cfg.budget

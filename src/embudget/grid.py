@@ -120,6 +120,7 @@ class Settings:
     files: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     updates: Mapping[str, Any] | None = None
+    fast: bool = False  # start from config.FAST_PRESET
 
 
 def _deep_update(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +147,9 @@ def cell_config(cell: Cell, settings: Settings | None = None) -> RunConfig:
         "budget": {"sparsity": sparsity, "kept_fraction": None, "params": None, "bytes": None},
         "seed": cell.seed,
     }
-    cfg = load_config(st.files, st.overrides, updates=_deep_update(st.updates or {}, mine))
+    cfg = load_config(
+        st.files, st.overrides, updates=_deep_update(st.updates or {}, mine), fast=st.fast
+    )
     got = {
         "data.name": (cfg.data.name, cell.dataset, "--datasets"),
         "model.name": (cfg.model.name, cell.model, "--models"),

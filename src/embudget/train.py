@@ -45,6 +45,11 @@ class Schedule:
         return max(self.lr_min, self.lr * self.decay ** (step // self.every))
 
 
+#: Per-step sizes for nested pretraining: step -> (user sizes, item sizes). A pure function of
+#: the step, so a resumed run draws the same truncations.
+SizesAt = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit`: the best validation evaluation and how it was reached."""
@@ -68,8 +73,10 @@ class _Stepper:
         batch_users: int,
         seed: int,
         device: torch.device,
+        sizes_at: SizesAt | None = None,
     ) -> None:
         self.model = model
+        self.sizes_at = sizes_at
         self.schedule = schedule
         self.device = device
         model.reseed(int_seed(seed, "dropout"))  # the run's own dropout stream (NGCF)
@@ -89,6 +96,8 @@ class _Stepper:
             lr = self.schedule.lr_at(self.step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
+            if self.sizes_at is not None:  # nested pretraining: this step's truncation
+                self.model.set_sizes(*self.sizes_at(self.step))
             users, pos, neg = (t.to(self.device, non_blocking=True) for t in self.sampler.sample())
             loss = self.model.loss(users, pos, neg)
             self.opt.zero_grad(set_to_none=True)
@@ -175,18 +184,23 @@ def fit(
     progress: bool = False,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "train",
+    sizes_at: SizesAt | None = None,
 ) -> FitResult:
     """Train to convergence: validate every ``cfg.eval_every_steps`` steps on quality Q, stop
     after ``cfg.patience`` evaluations without strict improvement, restore the best weights.
 
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
     and an existing checkpoint is resumed from, so an interrupted run continues where it was.
+    With ``sizes_at`` (nested pretraining), every step trains the truncation it returns and
+    every validation is at full size.
     """
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     with _fork_rng(device):
         torch.manual_seed(int_seed(seed, "torch"))
-        st = _Stepper(model, dataset, Schedule.from_train(cfg), cfg.batch_users, seed, device)
+        st = _Stepper(
+            model, dataset, Schedule.from_train(cfg), cfg.batch_users, seed, device, sizes_at
+        )
         best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
         best_state: dict[str, torch.Tensor] | None = None
         history: list[dict[str, Any]] = []
@@ -206,6 +220,8 @@ def fit(
         try:
             while st.step < cfg.max_steps and bad < cfg.patience:
                 st.run(min(cfg.eval_every_steps, cfg.max_steps - st.step), bar)
+                if sizes_at is not None:
+                    model.set_sizes(None, None)
                 res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
                 q = res.means["quality"]
                 improved = q > best_q

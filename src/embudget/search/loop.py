@@ -65,6 +65,7 @@ from embudget.io import (
 from embudget.memory import memory_report, params_for_bytes
 from embudget.models.base import Backbone
 from embudget.search.actions import Action, RankAssignment
+from embudget.search.nested import NestedSizes
 from embudget.search.predictor import (
     DeepSetsPredictor,
     FitnessPredictor,
@@ -128,10 +129,32 @@ def pretrain_key(cfg: RunConfig, dataset: Dataset) -> str:
             "ks": list(cfg.eval.ks),
             "seed": cfg.seed,
             "format": 1,
+            **_nested_key(cfg),
         },
         sort_keys=True,
     ).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _nested_key(cfg: RunConfig) -> dict[str, Any]:
+    """Nested pretraining's settings (absent for standard Θ0, so its cache keys stay valid)."""
+    s = cfg.search
+    if s.pretrain != "nested":
+        return {}
+    return {"nested": {"kept_min": s.nested_kept_min, "size_step": s.size_step}}
+
+
+def nested_sizes(cfg: RunConfig, dataset: Dataset) -> NestedSizes | None:
+    """The per-step truncations of nested pretraining, or None for standard Θ0."""
+    if cfg.search.pretrain != "nested":
+        return None
+    return NestedSizes(
+        RankAssignment(dataset.user_freq, dataset.item_freq),
+        cfg.model.d_max,
+        cfg.search.nested_kept_min,
+        int_seed(cfg.seed, PRETRAIN_STREAM),
+        cfg.search.size_step,
+    )
 
 
 @dataclass
@@ -145,7 +168,8 @@ class Pretrained:
 def pretrain(
     cfg: RunConfig, dataset: Dataset, device: torch.device, progress: bool = False
 ) -> Pretrained:
-    """Θ0: the full-size backbone trained to convergence, loaded from the cache when present."""
+    """Θ0: the full-size backbone trained to convergence (every prefix trained, when nested),
+    loaded from the cache when present."""
     cache = Path(cfg.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     key = pretrain_key(cfg, dataset)
@@ -165,6 +189,7 @@ def pretrain(
         checkpoint=cache / f"pretrain-{cfg.model.name}-{key}.ckpt.pt",
         progress=progress,
         desc=f"pretrain {cfg.model.name}",
+        sizes_at=nested_sizes(cfg, dataset),
     )
     assert fr.valid is not None
     valid = {k: float(v) for k, v in fr.valid.means.items()}
@@ -203,11 +228,13 @@ class Searcher:
         )
         self.theta0 = theta0
         self.model = make_model(cfg, dataset, device, "probe")
-        epochs = s.finetune_epochs
-        if epochs is None:
-            epochs = 15 if cfg.model.name == "ngcf" else 10
-        steps_per_epoch = math.ceil(dataset.train.nnz / cfg.train.batch_users)
-        self.probe_steps = epochs * steps_per_epoch
+        if s.finetune_steps is not None:
+            self.probe_steps = s.finetune_steps
+        else:
+            epochs = s.finetune_epochs
+            if epochs is None:
+                epochs = 15 if cfg.model.name == "ngcf" else 10
+            self.probe_steps = epochs * math.ceil(dataset.train.nnz / cfg.train.batch_users)
         self.probe_schedule = Schedule(
             s.finetune_lr, s.finetune_lr_decay, s.finetune_lr_decay_every, s.finetune_lr_min
         )
@@ -222,16 +249,21 @@ class Searcher:
         self.predictor: FitnessPredictor | None = None
         self.trainer: PredictorTrainer | None = None
         gen = torch_generator(cfg.seed, "predictor-init")
+        linear = s.predictor_output == "linear"
         if s.method == "bet":
             self.predictor = DeepSetsPredictor.from_freqs(
-                dataset.user_freq, dataset.item_freq, cfg.model.d_max, generator=gen
+                dataset.user_freq, dataset.item_freq, cfg.model.d_max, gen, linear
             )
         elif s.method == "bet-simple":
             self.predictor = SimplePredictor(
-                dataset.n_users, dataset.n_items, cfg.model.d_max, generator=gen
+                dataset.n_users,
+                dataset.n_items,
+                cfg.model.d_max,
+                generator=gen,
+                linear_output=linear,
             )
         if self.predictor is not None:
-            self.trainer = PredictorTrainer(self.predictor)
+            self.trainer = PredictorTrainer(self.predictor, batch=s.predictor_update == "batch")
 
     def _quality(self) -> float:
         res = validate(self.model, self.dataset, "valid", (5, 10, 20), users=self.fitness_users)
@@ -426,13 +458,17 @@ def train_sizes(
     stream: str,
     checkpoint: Path | None,
     progress: bool,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> Trained:
-    """A fresh backbone with fixed sizes from step 0, trained to convergence (bet.md §7.2).
+    """A backbone with fixed sizes from step 0, trained to convergence (bet.md §7.2): fresh, or
+    with ``init`` (fast mode's warm start) Θ0's weights truncated to the sizes.
 
     The tables are compact (jagged) whenever that is smaller than the masked form, so the
     parameters, gradients and Adam state follow the budget; the trajectory is the same.
     """
     model = make_model(cfg, dataset, device, stream)
+    if init is not None:
+        model.load_state_dict(init)
     model.set_sizes(user_sizes, item_sizes)
     if compact_pays([user_sizes, item_sizes], cfg.model.d_max):
         to_compact(model)
@@ -490,7 +526,9 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
     )
 
     search_seconds, retrain_seconds, n_probes = 0.0, 0.0, 0
-    theta0 = pretrain(cfg, dataset, device, progress) if method != "su" and method != "sr" else None
+    warm = cfg.search.retrain_init == "shared"
+    needs_theta0 = warm or method not in ("su", "sr")
+    theta0 = pretrain(cfg, dataset, device, progress) if needs_theta0 else None
     pretrain_seconds = 0.0 if theta0 is None or theta0.cached else theta0.seconds
     candidates: list[tuple[str, np.ndarray, np.ndarray]] = []
     if method == "su":
@@ -520,8 +558,9 @@ def _run_search(cfg: RunConfig, run: RunDir, resume: bool, progress: bool) -> di
         valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
         chosen: dict[str, Any] = {"name": "full"}
     else:
+        init = theta0.state if warm and theta0 is not None else None
         model, valid, chosen, retrain_seconds = _retrain(
-            cfg, dataset, device, run, candidates, action_budget, resume, progress
+            cfg, dataset, device, run, candidates, action_budget, resume, progress, init
         )
     user_sizes = model.user_tables()[0].sizes.cpu().numpy().astype(np.int64)
     item_sizes = model.item_tables()[0].sizes.cpu().numpy().astype(np.int64)
@@ -593,8 +632,10 @@ def _retrain(
     action_budget: int,
     resume: bool,
     progress: bool,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Backbone, EvalResult, dict[str, Any], float]:
-    """Retrain every candidate from scratch; choose by validation quality (bet.md §7.3)."""
+    """Retrain every candidate (from scratch, or from ``init`` truncated); choose by validation
+    quality (bet.md §7.3)."""
     done_path = run.file("retrain.jsonl")
     done: dict[str, dict[str, Any]] = {}
     if resume and done_path.exists():
@@ -612,7 +653,7 @@ def _retrain(
             q = float(done[name]["valid"]["quality"])
         else:
             tr = train_sizes(
-                cfg, dataset, device, us, vs, name, run.file(f"{name}.ckpt.pt"), progress
+                cfg, dataset, device, us, vs, name, run.file(f"{name}.ckpt.pt"), progress, init
             )
             save_weights(tr.model, weights)
             q = float(tr.valid.means["quality"])

@@ -93,14 +93,20 @@ def _linear(n_in: int, n_out: int, gen: torch.Generator, xavier: bool) -> nn.Lin
     return lin
 
 
-def _mlp(n_in: int, n_hidden: int, n_out: int, gen: torch.Generator, xavier: bool) -> nn.Module:
-    """Two Linear layers, each followed by LeakyReLU(0.01) (bet.md §4.3)."""
-    return nn.Sequential(
+def _mlp(
+    n_in: int, n_hidden: int, n_out: int, gen: torch.Generator, xavier: bool, out_act: bool = True
+) -> nn.Module:
+    """Two Linear layers, each followed by LeakyReLU(0.01) (bet.md §4.3); ``out_act=False``
+    drops the last activation (fast mode's linear output: a LeakyReLU output that one large
+    step pushes negative learns 100x slower, which collapsed the predictor in RESULTS.md)."""
+    layers = [
         _linear(n_in, n_hidden, gen, xavier),
         nn.LeakyReLU(0.01),
         _linear(n_hidden, n_out, gen, xavier),
-        nn.LeakyReLU(0.01),
-    )
+    ]
+    if out_act:
+        layers.append(nn.LeakyReLU(0.01))
+    return nn.Sequential(*layers)
 
 
 def _generator(generator: torch.Generator | None) -> torch.Generator:
@@ -203,6 +209,7 @@ class DeepSetsPredictor(FitnessPredictor):
         q_v_ranked: np.ndarray | torch.Tensor,
         d_max: int = 128,
         generator: torch.Generator | None = None,
+        linear_output: bool = False,
     ) -> None:
         q_u = self._check_q("q_u_ranked", q_u_ranked)
         q_v = self._check_q("q_v_ranked", q_v_ranked)
@@ -211,7 +218,7 @@ class DeepSetsPredictor(FitnessPredictor):
         self.rho_u = _mlp(1, ELEMENT_DIM, ELEMENT_DIM, gen, xavier=False)
         self.rho_v = _mlp(1, ELEMENT_DIM, ELEMENT_DIM, gen, xavier=False)
         self.mu = _mlp(ELEMENT_DIM + 1, SET_DIM, SET_DIM, gen, xavier=False)
-        self.decoder = _mlp(SET_DIM, SET_DIM, 1, gen, xavier=True)
+        self.decoder = _mlp(SET_DIM, SET_DIM, 1, gen, xavier=True, out_act=not linear_output)
         self.register_buffer("q_u", q_u.unsqueeze(1))
         self.register_buffer("q_v", q_v.unsqueeze(1))
         sizes = torch.arange(1, self.d_max + 1, dtype=torch.float32) / self.d_max
@@ -227,9 +234,11 @@ class DeepSetsPredictor(FitnessPredictor):
         item_freq: np.ndarray,
         d_max: int = 128,
         generator: torch.Generator | None = None,
+        linear_output: bool = False,
     ) -> DeepSetsPredictor:
         """Build from training frequencies (e.g. ``Dataset.user_freq`` / ``item_freq``)."""
-        return cls(ranked_features(user_freq), ranked_features(item_freq), d_max, generator)
+        q_u, q_v = ranked_features(user_freq), ranked_features(item_freq)
+        return cls(q_u, q_v, d_max, generator, linear_output)
 
     @staticmethod
     def _check_q(name: str, q: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -292,6 +301,7 @@ class SimplePredictor(FitnessPredictor):
         d_max: int = 128,
         hist: Literal["joint", "split"] = "joint",
         generator: torch.Generator | None = None,
+        linear_output: bool = False,
     ) -> None:
         super().__init__(n_users, n_items, d_max)
         if hist not in ("joint", "split"):
@@ -300,7 +310,7 @@ class SimplePredictor(FitnessPredictor):
         gen = _generator(generator)
         n_in = self.d_max if hist == "joint" else 2 * self.d_max
         self.encoder = _mlp(n_in, SIMPLE_HIDDEN, SIMPLE_HIDDEN, gen, xavier=False)
-        self.decoder = _mlp(SIMPLE_HIDDEN, SET_DIM, 1, gen, xavier=True)
+        self.decoder = _mlp(SIMPLE_HIDDEN, SET_DIM, 1, gen, xavier=True, out_act=not linear_output)
 
     def embed(self, hist_u: HistLike, hist_v: HistLike) -> torch.Tensor:
         """h_a = MLP(histogram / N), shape ``(m, 64)``."""
@@ -316,7 +326,9 @@ class PredictorTrainer:
     """Online training of a predictor from a never-evicting replay (bet.md §4.6).
 
     Each update draws one (action, r) pair uniformly with replacement, takes one Adam step on
-    (r̂ − r)², then decays the learning rate: lr ← max(lr_min, lr_decay · lr).
+    (r̂ − r)², then decays the learning rate: lr ← max(lr_min, lr_decay · lr). With
+    ``batch=True`` (fast mode; bet.md §4.6 allows it as a recorded variant) each update is one
+    Adam step on the mean squared error over the whole replay instead.
     """
 
     def __init__(
@@ -325,6 +337,7 @@ class PredictorTrainer:
         lr: float = 0.01,
         lr_decay: float = 0.9,
         lr_min: float = 0.002,
+        batch: bool = False,
     ) -> None:
         if not (lr > 0 and 0 < lr_decay <= 1 and 0 <= lr_min <= lr):
             raise ConfigError(
@@ -335,6 +348,7 @@ class PredictorTrainer:
         self.lr = float(lr)
         self.lr_decay = float(lr_decay)
         self.lr_min = float(lr_min)
+        self.batch = bool(batch)
         self.n_updates = 0
         self.optimizer = torch.optim.Adam(predictor.parameters(), lr=self.lr)
         self._hu: list[np.ndarray] = []
@@ -360,30 +374,44 @@ class PredictorTrainer:
         self._r.append(float(r))
 
     def update(self, rng: np.random.Generator, n_updates: int = 2) -> list[dict[str, float]]:
-        """Take ``n_updates`` single-pair Adam steps; return one log dict per step."""
+        """Take ``n_updates`` Adam steps (single pairs, or the whole replay with ``batch``);
+        return one log dict per step (``index`` -1 and means over the replay for a batch)."""
         if not self._r:
             raise EmbudgetError("the replay is empty; add() a probed action before update()")
         logs: list[dict[str, float]] = []
         self.predictor.train()
+        if self.batch:
+            hu_all, hv_all, r_np = self.replay()
+            r_all = torch.as_tensor(r_np, dtype=torch.float32)
         for _ in range(n_updates):
-            i = int(rng.integers(len(self._r)))
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
-            r_hat = self.predictor(self._hu[i][None], self._hv[i][None])[0]
-            loss = (r_hat - self._r[i]) ** 2
+            if self.batch:
+                i = -1
+                r_hat = self.predictor(hu_all, hv_all)
+                loss = ((r_hat - r_all.to(r_hat.device)) ** 2).mean()
+                r_log, r_hat_log = float(r_all.mean()), float(r_hat.detach().mean())
+            else:
+                i = int(rng.integers(len(self._r)))
+                r_hat = self.predictor(self._hu[i][None], self._hv[i][None])[0]
+                loss = (r_hat - self._r[i]) ** 2
+                r_log, r_hat_log = self._r[i], float(r_hat.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             logs.append(
                 {
                     "index": float(i),
-                    "r": self._r[i],
-                    "r_hat": float(r_hat.detach()),
+                    "r": r_log,
+                    "r_hat": r_hat_log,
                     "loss": float(loss.detach()),
                     "lr": self.lr,
                 }
             )
             self.n_updates += 1
+            if not self.batch:
+                self.lr = max(self.lr_min, self.lr_decay * self.lr)
+        if self.batch:  # one decay per iteration: many batch steps must not hit the floor at once
             self.lr = max(self.lr_min, self.lr_decay * self.lr)
         logger.debug("predictor updates: %s", logs)
         return logs

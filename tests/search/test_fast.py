@@ -1,0 +1,225 @@
+"""Fast mode (issue 6): nested pretraining, cheap probes, batch-fitted predictor, warm-started
+retraining; the config preset that bundles them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from embudget.budget import check_budget
+from embudget.config import FAST_PRESET, TrainConfig, load_config
+from embudget.data import load_dataset
+from embudget.errors import ConfigError
+from embudget.io import load_npz
+from embudget.models.mf import MF
+from embudget.search import loop
+from embudget.search.actions import RankAssignment
+from embudget.search.nested import NestedSizes
+from embudget.search.predictor import DeepSetsPredictor, PredictorTrainer
+from embudget.seeds import np_rng
+from embudget.train import fit
+
+from .test_loop import SETTINGS
+
+
+# --------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------
+def test_fast_preset_is_applied_under_explicit_settings() -> None:
+    cfg = load_config(fast=True)
+    for key, value in FAST_PRESET["search"].items():
+        assert getattr(cfg.search, key) == value
+    # --set and files win over the preset; the backbone defaults still apply
+    cfg = load_config(overrides=["search.finetune_steps=7"], fast=True)
+    assert cfg.search.finetune_steps == 7 and cfg.search.pretrain == "nested"
+    assert cfg.search.finetune_lr == 0.005  # MF's backbone default survives the preset
+    assert load_config().search.pretrain == "standard"  # faithful by default
+
+
+def test_fast_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="needs search.pretrain=nested"):
+        load_config(overrides=["search.retrain_init=shared"])
+    with pytest.raises(ConfigError, match="nested_kept_min"):
+        load_config(overrides=["search.nested_kept_min=0"], fast=True)
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(overrides=["search.predictor_update=sometimes"])
+    with pytest.raises(ConfigError, match="finetune_steps"):
+        load_config(overrides=["search.finetune_steps=-1"])
+
+
+# --------------------------------------------------------------------------------------------
+# nested sizes
+# --------------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(
+    n_users=st.integers(1, 60),
+    n_items=st.integers(1, 60),
+    d_max=st.sampled_from([4, 8, 32]),
+    kept_min=st.floats(0.01, 1.0),
+    step=st.integers(0, 10_000),
+    seed=st.integers(0, 2**31),
+)
+def test_nested_sizes_are_valid_ranked_and_a_function_of_the_step(
+    n_users: int, n_items: int, d_max: int, kept_min: float, step: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    ra = RankAssignment(rng.integers(1, 50, n_users), rng.integers(1, 50, n_items))
+    ns = NestedSizes(ra, d_max, kept_min, seed)
+    us, vs = ns(step)
+    assert us.shape == (n_users,) and vs.shape == (n_items,)
+    for s in (us, vs):
+        assert s.min() >= 1 and s.max() <= d_max
+    assert ra.follows_rank(us, vs)  # larger sizes to more frequent entities
+    u2, v2 = NestedSizes(ra, d_max, kept_min, seed)(step)  # no hidden state: resumable
+    assert np.array_equal(us, u2) and np.array_equal(vs, v2)
+
+
+def test_nested_kept_fractions_cover_the_configured_range() -> None:
+    ds = load_dataset("lastfm")
+    ra = RankAssignment(ds.user_freq, ds.item_freq)
+    ns = NestedSizes(ra, 32, 0.05, seed=3)
+    full = 32 * ds.n_entities
+    kept, used = [], []
+    for t in range(200):
+        kept.append(ns.kept_fraction(np_rng(3, "nested", t)))  # the draw step t starts with
+        used.append(sum(int(a.sum()) for a in ns(t)) / full)
+    k, u = np.array(kept), np.array(used)
+    assert k.min() >= 0.05 and k.max() <= 1.0
+    # log-uniform on [0.05, 1]: the median kept fraction is about sqrt(0.05) = 0.22
+    assert 0.15 < np.median(k) < 0.3
+    assert (k < 0.1).mean() > 0.15 and (k > 0.5).mean() > 0.15
+    assert np.all(u <= k + 1e-12)  # the sampler never exceeds the step's budget
+
+
+def test_fit_with_nested_sizes_trains_truncations_and_ends_at_full_size() -> None:
+    ds = load_dataset("lastfm")
+    ra = RankAssignment(ds.user_freq, ds.item_freq)
+    seen: list[int] = []
+    ns = NestedSizes(ra, 16, 0.05, seed=0)
+
+    def sizes_at(step: int) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(step)
+        return ns(step)
+
+    torch.manual_seed(0)
+    model = MF(ds.n_users, ds.n_items, 16)
+    cfg = TrainConfig(batch_users=500, eval_every_steps=10, patience=1, max_steps=30)
+    fr = fit(model, ds, cfg, seed=0, sizes_at=sizes_at)
+    assert seen[:10] == list(range(10)) and len(seen) == fr.steps
+    assert all(t.is_full for t in model.embedding_tables())  # validated and restored at full
+
+
+# --------------------------------------------------------------------------------------------
+# predictor: batch updates and a linear output
+# --------------------------------------------------------------------------------------------
+def _synthetic_replay(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Actions over 30 users / 40 items at d_max 8, fitness = share of the budget the top
+    third of users gets (a popularity-rewarding fitness, like the real one)."""
+    rng = np.random.default_rng(seed)
+    hu = np.stack([rng.multinomial(30, rng.dirichlet(np.ones(8))) for _ in range(n)])
+    hv = np.stack([rng.multinomial(40, rng.dirichlet(np.ones(8))) for _ in range(n)])
+    sizes = np.arange(1, 9)
+    r = (hu * sizes).sum(1) / ((hu + hv) * sizes).sum(1)
+    return hu, hv, r
+
+
+def test_batch_updates_fit_the_replay_better_than_single_pair_updates() -> None:
+    from scipy.stats import spearmanr
+
+    hu, hv, r = _synthetic_replay(30, 0)
+    freqs = (np.arange(30, 0, -1), np.arange(40, 0, -1))
+    rhos = {}
+    for batch in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        pred = DeepSetsPredictor.from_freqs(*freqs, d_max=8, generator=gen, linear_output=batch)
+        tr = PredictorTrainer(pred, batch=batch)
+        rng = np.random.default_rng(0)
+        for i in range(30):  # the online regime: one pair added per iteration
+            tr.add((hu[i][None], hv[i][None]), float(r[i]))
+            logs = tr.update(rng, 20 if batch else 2)
+            if batch:
+                assert all(lg["index"] == -1 for lg in logs)
+        with torch.no_grad():
+            rhos[batch] = spearmanr(pred(hu, hv).numpy(), r).statistic
+    assert rhos[True] >= 0.8 and rhos[True] > rhos[False]
+
+
+def test_batch_mode_decays_the_learning_rate_once_per_iteration() -> None:
+    hu, hv, r = _synthetic_replay(3, 1)
+    pred = DeepSetsPredictor.from_freqs(np.arange(30, 0, -1), np.arange(40, 0, -1), d_max=8)
+    tr = PredictorTrainer(pred, lr=0.01, lr_decay=0.5, lr_min=0.001, batch=True)
+    tr.add((hu[0][None], hv[0][None]), float(r[0]))
+    tr.update(np.random.default_rng(0), 10)
+    assert tr.lr == pytest.approx(0.005) and tr.n_updates == 10
+
+
+def test_linear_output_can_go_below_zero_freely() -> None:
+    pred = DeepSetsPredictor.from_freqs(
+        np.arange(5, 0, -1), np.arange(5, 0, -1), d_max=4, linear_output=True
+    )
+    assert isinstance(pred.decoder[-1], torch.nn.Linear)
+    leaky = DeepSetsPredictor.from_freqs(np.arange(5, 0, -1), np.arange(5, 0, -1), d_max=4)
+    assert isinstance(leaky.decoder[-1], torch.nn.LeakyReLU)
+
+
+# --------------------------------------------------------------------------------------------
+# end to end on Last.fm
+# --------------------------------------------------------------------------------------------
+FAST = [
+    *SETTINGS,
+    "search.finetune_steps=3",
+    "search.nested_kept_min=0.1",
+]
+
+
+@pytest.mark.slow
+def test_fast_search_end_to_end_resumes_and_respects_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(overrides=[*FAST, f"cache_dir={tmp_path / 'cache'}"], fast=True)
+    std = load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}"])
+    ds = load_dataset("lastfm")
+    assert loop.pretrain_key(cfg, ds) != loop.pretrain_key(std, ds)  # own cache entry
+
+    ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
+    B = ref["budget"]["params_budget"]
+    sizes = load_npz(tmp_path / "ref" / "sizes.npz")
+    check_budget(sizes["user_sizes"], sizes["item_sizes"], B, 32)
+    hist = [json.loads(x) for x in (tmp_path / "ref" / "history.jsonl").read_text().splitlines()]
+    assert len(hist) == 6 and all(len(h["predictor_loss"]) == 20 for h in hist)
+    assert 0 < ref["test"]["recall@20"] < 1
+    # the nested Θ0 was cached once; retraining warm-started from it
+    assert len(list((tmp_path / "cache").glob("pretrain-mf-*.pt"))) == 1
+
+    real_probe = loop.Searcher.probe
+
+    def probe_then_die(self: loop.Searcher, action: object, t: int) -> tuple:
+        if t == 4:
+            raise KeyboardInterrupt
+        return real_probe(self, action, t)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop.Searcher, "probe", probe_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_search(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(loop.Searcher, "probe", real_probe)
+    res = loop.run_search(cfg, tmp_path / "cut", resume=True, progress=False)
+    cut = load_npz(tmp_path / "cut" / "sizes.npz")
+    assert np.array_equal(cut["user_sizes"], sizes["user_sizes"])
+    assert res["test"] == ref["test"]
+
+
+@pytest.mark.slow
+def test_warm_started_su_starts_from_the_nested_prefixes(tmp_path: Path) -> None:
+    over = [*FAST, f"cache_dir={tmp_path / 'cache'}", "search.method=su", "train.max_steps=40"]
+    warm = loop.run_search(load_config(overrides=over, fast=True), tmp_path / "w", progress=False)
+    scratch_over = [*over, "search.retrain_init=scratch"]
+    cold = loop.run_search(
+        load_config(overrides=scratch_over, fast=True), tmp_path / "c", progress=False
+    )
+    assert warm["budget"]["params_used"] == cold["budget"]["params_used"]
+    # 40 steps from nested Θ0's prefixes beat 40 steps from a random init
+    assert warm["valid"]["quality"] > cold["valid"]["quality"]
