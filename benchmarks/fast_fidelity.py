@@ -81,9 +81,7 @@ def main() -> None:
     out: dict[str, Any] = {"history": args.history, "n": len(rows), "rows": []}
     variants = [("standard", 0)] + [("nested", int(s)) for s in args.steps.split(",")]
     for pre, steps in variants:
-        cfg = load_config(
-            overrides=args.set, updates=updates, fast=pre == "nested"
-        )
+        cfg = load_config(overrides=args.set, updates=updates, fast=pre == "nested")
         run = RunDir(Path(args.workdir) / f"{args.model}-{pre}-{steps}")
         run.path.mkdir(parents=True, exist_ok=True)
         r, sec, q0 = measure(cfg, actions, steps, run)
