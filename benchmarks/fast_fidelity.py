@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from embudget.budget import uniform_sizes
 from embudget.config import load_config
 from embudget.experiment import load_data, start_run
 from embudget.io import RunDir
@@ -37,8 +38,9 @@ from embudget.search.loop import Searcher, pretrain, resolve_budget
 
 def measure(
     cfg: Any, actions: list[Action], steps: int, run: RunDir
-) -> tuple[np.ndarray, float, float]:
-    """Fitness of every action under ``cfg`` with ``steps`` probe steps; (r, s/probe, Q0)."""
+) -> tuple[np.ndarray, float, float, float]:
+    """Fitness of every action under ``cfg`` with ``steps`` probe steps, and of SU's uniform
+    table as a reference; (r, s/probe, Q0, r of SU)."""
     device = start_run(cfg, run)
     ds = load_data(cfg)
     _, per_entity = resolve_budget(cfg, ds)
@@ -48,7 +50,10 @@ def measure(
     searcher.probe_steps = steps
     t0 = time.perf_counter()
     r = np.array([searcher.probe(a, t)[0] for t, a in enumerate(actions)])
-    return r, (time.perf_counter() - t0) / len(actions), searcher.q0
+    sec = (time.perf_counter() - t0) / len(actions)
+    d = cfg.model.d_max
+    su = Action.from_sizes(*uniform_sizes(ds.n_users, ds.n_items, per_entity, d), d)
+    return r, sec, searcher.q0, searcher.probe(su, len(actions))[0]
 
 
 def main() -> None:
@@ -63,6 +68,9 @@ def main() -> None:
     ap.add_argument("--cache", default="results/cache")
     ap.add_argument("--workdir", default="results/fidelity-runs")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--nested-set", action="append", default=[], metavar="KEY=VALUE", help="nested Θ0 only"
+    )
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -81,15 +89,20 @@ def main() -> None:
     out: dict[str, Any] = {"history": args.history, "n": len(rows), "rows": []}
     variants = [("standard", 0)] + [("nested", int(s)) for s in args.steps.split(",")]
     for pre, steps in variants:
-        cfg = load_config(overrides=args.set, updates=updates, fast=pre == "nested")
+        nested = pre == "nested"
+        over = args.set + (args.nested_set if nested else [])
+        cfg = load_config(overrides=over, updates=updates, fast=nested)
         run = RunDir(Path(args.workdir) / f"{args.model}-{pre}-{steps}")
         run.path.mkdir(parents=True, exist_ok=True)
-        r, sec, q0 = measure(cfg, actions, steps, run)
+        r, sec, q0, r_su = measure(cfg, actions, steps, run)
         rho = float(spearmanr(r, faithful).statistic)
         line = {"pretrain": pre, "steps": steps, "spearman": rho, "sec_per_probe": sec, "q0": q0}
-        line["r"] = r.tolist()
+        line.update(r=r.tolist(), r_su=r_su, beat_su=int((r > r_su).sum()))
         out["rows"].append(line)
-        print(f"{pre:8s} steps {steps:4d}: Spearman {rho:+.3f}, {sec:.1f} s/probe, Q0 {q0:.4f}")
+        print(
+            f"{pre:8s} steps {steps:4d}: Spearman {rho:+.3f}, {sec:.1f} s/probe, Q0 {q0:.4f}, "
+            f"best r {r.max():.4f} vs SU's {r_su:.4f} ({line['beat_su']} actions above SU)"
+        )
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
