@@ -94,6 +94,8 @@ class SearchConfig:
     nested_kept_min: float = 0.03  # nested: kept fraction per step ~ log-uniform [this, 1]
     finetune_steps: int | None = None  # probe steps; overrides finetune_epochs when set
     retrain_init: str = "scratch"  # scratch (bet.md §7.2) | shared (warm start from Θ0)
+    retrain_patience: int | None = None  # retraining's patience (None = train.patience)
+    retrain_max_steps: int | None = None  # retraining's step cap (None = train.max_steps)
     predictor_update: str = "single"  # single (one replay pair per update) | batch (all pairs)
     predictor_output: str = "leaky_relu"  # leaky_relu (reference) | linear (no output clamp)
 
@@ -124,12 +126,29 @@ class RunConfig:
         run started on the CPU can be resumed on a GPU and a grid is not redone elsewhere.
         """
         d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+        for key, default in HASH_OMIT_AT_DEFAULT.items():  # settings added later
+            section, name = key.split(".")
+            if d[section][name] == default:
+                del d[section][name]
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 #: Top-level settings that say where a run executes, not what it computes.
 RUNTIME_KEYS = ("device", "threads", "cache_dir")
+
+#: Settings added after the first release, hashed only when they differ from their default, so
+#: earlier runs keep their hash (``bench`` skips them, ``--resume`` accepts them).
+HASH_OMIT_AT_DEFAULT: dict[str, Any] = {
+    "search.pretrain": "standard",
+    "search.nested_kept_min": 0.03,
+    "search.finetune_steps": None,
+    "search.retrain_init": "scratch",
+    "search.retrain_patience": None,
+    "search.retrain_max_steps": None,
+    "search.predictor_update": "single",
+    "search.predictor_output": "leaky_relu",
+}
 
 
 def _to_plain(obj: Any) -> Any:
@@ -349,6 +368,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if s.finetune_epochs is not None and s.finetune_epochs < 0:
         raise ConfigError(f"search.finetune_epochs must be >= 0, got {s.finetune_epochs}")
+    for key, v in {
+        "search.retrain_patience": s.retrain_patience,
+        "search.retrain_max_steps": s.retrain_max_steps,
+    }.items():
+        if v is not None and v < 1:
+            raise ConfigError(f"{key} must be at least 1 (or null for the train.* value), got {v}")
     if s.finetune_steps is not None and s.finetune_steps < 0:
         raise ConfigError(f"search.finetune_steps must be >= 0, got {s.finetune_steps}")
     if not 0.0 < s.nested_kept_min <= 1.0:

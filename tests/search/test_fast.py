@@ -223,3 +223,11 @@ def test_warm_started_su_starts_from_the_nested_prefixes(tmp_path: Path) -> None
     assert warm["budget"]["params_used"] == cold["budget"]["params_used"]
     # 40 steps from nested Θ0's prefixes beat 40 steps from a random init
     assert warm["valid"]["quality"] > cold["valid"]["quality"]
+
+
+def test_fast_settings_at_their_defaults_keep_earlier_config_hashes() -> None:
+    # 85faf8db... is the default config's hash before fast mode existed (embudget 0.1.0), so
+    # earlier results.jsonl cells are still skipped and earlier runs still resume
+    assert load_config().hash() == "85faf8dbab3acc34"
+    assert load_config(fast=True).hash() != load_config().hash()
+    assert load_config(overrides=["search.retrain_patience=1"]).hash() != load_config().hash()

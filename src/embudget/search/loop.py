@@ -14,6 +14,7 @@ state is saved atomically after each iteration, so a resumed search equals an un
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -472,10 +473,16 @@ def train_sizes(
     model.set_sizes(user_sizes, item_sizes)
     if compact_pays([user_sizes, item_sizes], cfg.model.d_max):
         to_compact(model)
+    s = cfg.search
+    train = dataclasses.replace(
+        cfg.train,
+        patience=s.retrain_patience or cfg.train.patience,
+        max_steps=s.retrain_max_steps or cfg.train.max_steps,
+    )
     fr = fit(
         model,
         dataset,
-        cfg.train,
+        train,
         seed=int_seed(cfg.seed, stream),
         ks=cfg.eval.ks,
         eval_batch_users=cfg.eval.batch_users,
