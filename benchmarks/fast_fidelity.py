@@ -86,7 +86,8 @@ def main() -> None:
         "cache_dir": args.cache,
         "search": {"fitness_user_fraction": args.user_fraction},
     }
-    out: dict[str, Any] = {"history": args.history, "n": len(rows), "rows": []}
+    out: dict[str, Any] = {"history": args.history, "n": len(rows), "faithful_r": faithful.tolist()}
+    out["rows"] = []
     variants = [("standard", 0)] + [("nested", int(s)) for s in args.steps.split(",")]
     for pre, steps in variants:
         nested = pre == "nested"
