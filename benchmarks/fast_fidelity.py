@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 from embudget.budget import uniform_sizes
@@ -104,7 +103,6 @@ def main() -> None:
             f"{pre:8s} steps {steps:4d}: Spearman {rho:+.3f}, {sec:.1f} s/probe, Q0 {q0:.4f}, "
             f"best r {r.max():.4f} vs SU's {r_su:.4f} ({line['beat_su']} actions above SU)"
         )
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
 
