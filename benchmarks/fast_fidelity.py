@@ -1,9 +1,10 @@
 """Fidelity of fast-mode fitness against faithful fitness (issue 6, evidence 1).
 
-Takes the probed actions of a faithful search (its ``history.jsonl``: each line holds the
-action's histograms and its measured fitness r = Q(Θ0 fine-tuned h epochs) / Q0), re-measures
-every action with cheap probes, and prints the Spearman correlation with the faithful fitness
-and the seconds per probe:
+The reference actions and their faithful fitness r = Q(Θ0 fine-tuned h epochs) / Q0 come
+either from a faithful search (its ``history.jsonl``) or, with ``--sample N``, from N fresh
+draws of the bounded sampler, probed here the faithful way (standard Θ0, ``--faithful-epochs``
+epochs, all validation users). Every action is re-measured with cheap probes, and the script
+prints the Spearman correlation with the faithful fitness and the seconds per probe:
 
 - ``nested`` Θ0 (every prefix trained, ``search.pretrain=nested``) truncated to the action and
   fine-tuned for each of ``--steps`` steps (0 = truncation only);
@@ -13,6 +14,8 @@ Both use the fixed fitness user sample of ``--user-fraction`` (common random num
 
     python benchmarks/fast_fidelity.py results/gowalla-mf-paper/runs/*/history.jsonl \
         --model mf --steps 0,20,50 --out results/fidelity-mf.json
+    python benchmarks/fast_fidelity.py --sample 20 --faithful-epochs 2 --model lightgcn \
+        --steps 0 --set train.max_steps=3000 --out results/fidelity-lightgcn.json
 """
 
 from __future__ import annotations
@@ -33,20 +36,23 @@ from embudget.experiment import load_data, start_run
 from embudget.io import RunDir
 from embudget.search.actions import Action, RankAssignment
 from embudget.search.loop import Searcher, pretrain, resolve_budget
+from embudget.search.sampler import BoundedSampler
+from embudget.seeds import np_rng
 
 
 def measure(
-    cfg: Any, actions: list[Action], steps: int, run: RunDir
+    cfg: Any, actions: list[Action], steps: int | None, run: RunDir
 ) -> tuple[np.ndarray, float, float, float]:
-    """Fitness of every action under ``cfg`` with ``steps`` probe steps, and of SU's uniform
-    table as a reference; (r, s/probe, Q0, r of SU)."""
+    """Fitness of every action under ``cfg`` with ``steps`` probe steps (None: the config's),
+    and of SU's uniform table as a reference; (r, s/probe, Q0, r of SU)."""
     device = start_run(cfg, run)
     ds = load_data(cfg)
     _, per_entity = resolve_budget(cfg, ds)
     theta0 = pretrain(cfg, ds, device)
     assignment = RankAssignment(ds.user_freq, ds.item_freq)
     searcher = Searcher(cfg, ds, device, theta0, assignment, per_entity)
-    searcher.probe_steps = steps
+    if steps is not None:
+        searcher.probe_steps = steps
     t0 = time.perf_counter()
     r = np.array([searcher.probe(a, t)[0] for t, a in enumerate(actions)])
     sec = (time.perf_counter() - t0) / len(actions)
@@ -57,7 +63,9 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("history", help="history.jsonl of a faithful (or reference) search")
+    ap.add_argument("history", nargs="?", help="history.jsonl of a faithful search")
+    ap.add_argument("--sample", type=int, help="instead: probe this many sampler draws")
+    ap.add_argument("--faithful-epochs", type=int, help="h of the faithful probes (--sample)")
     ap.add_argument("--model", default="mf")
     ap.add_argument("--dataset", default="gowalla")
     ap.add_argument("--sparsity", type=float, default=0.8)
@@ -73,11 +81,9 @@ def main() -> None:
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = [json.loads(line) for line in Path(args.history).read_text().splitlines()]
-    actions = [Action(np.array(h["hist_u"]), np.array(h["hist_v"])) for h in rows]
-    faithful = np.array([h["fitness"] for h in rows])
-    print(f"{len(rows)} actions from {args.history}; faithful r {faithful.min():.3f}..")
-    updates = {
+    if (args.history is None) == (args.sample is None):
+        ap.error("give either a history.jsonl or --sample N")
+    updates: dict[str, Any] = {
         "data": {"name": args.dataset},
         "model": {"name": args.model},
         "budget": {"sparsity": args.sparsity},
@@ -85,26 +91,71 @@ def main() -> None:
         "cache_dir": args.cache,
         "search": {"fitness_user_fraction": args.user_fraction},
     }
-    out: dict[str, Any] = {"history": args.history, "n": len(rows), "faithful_r": faithful.tolist()}
-    out["rows"] = []
-    variants = [("standard", 0)] + [("nested", int(s)) for s in args.steps.split(",")]
-    for pre, steps in variants:
-        nested = pre == "nested"
-        over = args.set + (args.nested_set if nested else [])
-        cfg = load_config(overrides=over, updates=updates, fast=nested)
+    out: dict[str, Any] = {"history": args.history, "rows": []}
+    faithful: np.ndarray | None = None
+    if args.history is not None:
+        rows = [json.loads(line) for line in Path(args.history).read_text().splitlines()]
+        actions = [Action(np.array(h["hist_u"]), np.array(h["hist_v"])) for h in rows]
+        faithful = np.array([h["fitness"] for h in rows])
+        out["faithful_r"] = faithful.tolist()
+        print(f"{len(rows)} actions from {args.history}; faithful r {faithful.min():.3f}..")
+    else:
+        actions = sample_actions(load_config(overrides=args.set, updates=updates), args.sample)
+        out["sample"] = args.sample
+    out["n"] = len(actions)
+
+    def run_variant(pre: str, steps: int | None, cfg: Any) -> np.ndarray:
         run = RunDir(Path(args.workdir) / f"{args.model}-{pre}-{steps}")
         run.path.mkdir(parents=True, exist_ok=True)
         r, sec, q0, r_su = measure(cfg, actions, steps, run)
-        rho = float(spearmanr(r, faithful).statistic)
-        line = {"pretrain": pre, "steps": steps, "spearman": rho, "sec_per_probe": sec, "q0": q0}
+        line = {"pretrain": pre, "steps": steps, "sec_per_probe": sec, "q0": q0}
         line.update(r=r.tolist(), r_su=r_su, beat_su=int((r > r_su).sum()))
         out["rows"].append(line)
         print(
-            f"{pre:8s} steps {steps:4d}: Spearman {rho:+.3f}, {sec:.1f} s/probe, Q0 {q0:.4f}, "
-            f"best r {r.max():.4f} vs SU's {r_su:.4f} ({line['beat_su']} actions above SU)"
+            f"{pre:8s} steps {steps}: {sec:.1f} s/probe, Q0 {q0:.4f}, "
+            f"best r {r.max():.4f} vs SU's {r_su:.4f} ({line['beat_su']} actions above SU)",
+            flush=True,
         )
+        if args.out:  # after every variant: a long run keeps what it measured
+            Path(args.out).write_text(json.dumps(out, indent=1))
+        return r
+
+    variants = [("nested", int(s)) for s in args.steps.split(",")] + [("standard", 0)]
+    for pre, steps in variants:
+        nested = pre == "nested"
+        over = args.set + (args.nested_set if nested else [])
+        run_variant(pre, steps, load_config(overrides=over, updates=updates, fast=nested))
+    if faithful is None:  # the faithful probes of the sampled actions, on all users
+        faithful_updates = dict(updates)
+        faithful_updates["search"] = {
+            "fitness_user_fraction": 1.0,
+            "finetune_epochs": args.faithful_epochs,
+        }
+        cfg = load_config(overrides=args.set, updates=faithful_updates)
+        faithful = run_variant("faithful", None, cfg)
+        out["faithful_r"] = faithful.tolist()
+    for line in out["rows"]:
+        line["spearman"] = float(spearmanr(line["r"], faithful).statistic)
+        print(f"{line['pretrain']:8s} steps {line['steps']}: Spearman {line['spearman']:+.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def sample_actions(cfg: Any, n: int) -> list[Action]:
+    """``n`` draws of the bounded sampler at the config's budget (seeded by the config)."""
+    ds = load_data(cfg)
+    _, per_entity = resolve_budget(cfg, ds)
+    s = cfg.search
+    sampler = BoundedSampler(
+        ds.n_users,
+        ds.n_items,
+        per_entity,
+        d_max=cfg.model.d_max,
+        max_attempts=s.max_attempts,
+        on_exhausted=s.on_exhausted,
+        size_step=s.size_step,
+    )
+    return sampler.sample_many(n, np_rng(cfg.seed, "fidelity-sample"))
 
 
 if __name__ == "__main__":
