@@ -53,6 +53,25 @@ def test_training_beats_untrained(lastfm: Dataset) -> None:
     assert after > before + 0.03
 
 
+def test_validate_first_never_returns_worse_than_a_warm_start(lastfm: Dataset) -> None:
+    warm = _model(lastfm)
+    fit(warm, lastfm, CFG, seed=0)
+    start = validate(warm, lastfm, "valid").means["quality"]
+    state = {k: v.clone() for k, v in warm.state_dict().items()}
+    harsh = TrainConfig(batch_users=1000, eval_every_steps=20, patience=1, max_steps=60, lr=1.0)
+    plain = _model(lastfm)
+    plain.load_state_dict(state)
+    fit(plain, lastfm, harsh, seed=1)
+    assert validate(plain, lastfm, "valid").means["quality"] < start  # lr 1.0 ruins the start
+    kept = _model(lastfm)
+    kept.load_state_dict(state)
+    fr = fit(kept, lastfm, harsh, seed=1, validate_first=True)
+    assert fr.history[0]["step"] == 0 and fr.history[0]["loss"] is None
+    assert fr.best_step == 0 and fr.valid is not None
+    assert fr.valid.means["quality"] == pytest.approx(start, abs=1e-12)
+    assert validate(kept, lastfm, "valid").means["quality"] == pytest.approx(start, abs=1e-12)
+
+
 @pytest.mark.parametrize("name", ["mf", "ngcf"])  # NGCF: dropout stream in the checkpoint
 def test_interrupted_fit_resumes_to_the_same_result(
     lastfm: Dataset, tmp_path: Path, name: str

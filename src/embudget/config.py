@@ -96,6 +96,7 @@ class SearchConfig:
     retrain_init: str = "scratch"  # scratch (bet.md §7.2) | shared (warm start from Θ0)
     retrain_patience: int | None = None  # retraining's patience (None = train.patience)
     retrain_max_steps: int | None = None  # retraining's step cap (None = train.max_steps)
+    retrain_validate_first: bool = False  # validate a warm start before its first step
     predictor_update: str = "single"  # single (one replay pair per update) | batch (all pairs)
     predictor_output: str = "leaky_relu"  # leaky_relu (reference) | linear (no output clamp)
 
@@ -146,6 +147,7 @@ HASH_OMIT_AT_DEFAULT: dict[str, Any] = {
     "search.retrain_init": "scratch",
     "search.retrain_patience": None,
     "search.retrain_max_steps": None,
+    "search.retrain_validate_first": False,
     "search.predictor_update": "single",
     "search.predictor_output": "leaky_relu",
 }
@@ -278,8 +280,8 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
 #: ``--fast``: the search settings of embudget's fast mode (issue 6; BENCHMARKS.md measures
 #: each). Θ0 is pretrained so that every prefix of every row is useful (nested), so a probe is
 #: a truncation plus a short fine-tune scored on a fixed user sample; the predictor is fitted on
-#: the whole replay; the retrained candidates start from Θ0's prefixes. Settings the user gives
-#: explicitly win over these.
+#: the whole replay; the retrained candidates start from Θ0's prefixes, validated before their
+#: first step so retraining never ends below its start. Settings the user gives explicitly win.
 FAST_PRESET: dict[str, Any] = {
     "search": {
         "pretrain": "nested",
@@ -289,6 +291,7 @@ FAST_PRESET: dict[str, Any] = {
         "predictor_updates": 20,
         "predictor_output": "linear",
         "retrain_init": "shared",
+        "retrain_validate_first": True,
     }
 }
 

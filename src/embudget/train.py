@@ -185,6 +185,7 @@ def fit(
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "train",
     sizes_at: SizesAt | None = None,
+    validate_first: bool = False,
 ) -> FitResult:
     """Train to convergence: validate every ``cfg.eval_every_steps`` steps on quality Q, stop
     after ``cfg.patience`` evaluations without strict improvement, restore the best weights.
@@ -192,7 +193,8 @@ def fit(
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
     and an existing checkpoint is resumed from, so an interrupted run continues where it was.
     With ``sizes_at`` (nested pretraining), every step trains the truncation it returns and
-    every validation is at full size.
+    every validation is at full size. With ``validate_first`` (warm starts), the weights are
+    validated before the first step too, and kept if no later evaluation beats them.
     """
     device = next(model.parameters()).device
     t0 = time.perf_counter()
@@ -217,53 +219,61 @@ def fit(
         bar = tqdm(
             total=cfg.max_steps, initial=st.step, desc=desc, disable=not progress, leave=False
         )
+
+        def evaluate_now() -> None:
+            nonlocal best_q, best_step, bad, best_valid, best_state
+            if sizes_at is not None:
+                model.set_sizes(None, None)
+            res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
+            q = res.means["quality"]
+            improved = q > best_q
+            if improved:
+                best_q, best_step, bad, best_valid = q, st.step, 0, res
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            loss = st.mean_loss() if st.step else None  # None: validated before any step
+            rec = {
+                "step": st.step,
+                "loss": loss,
+                "lr": st.schedule.lr_at(max(st.step - 1, 0)),
+                "valid": res.to_dict()["means"],
+                "improved": improved,
+                "seconds": elapsed + time.perf_counter() - t0,
+            }
+            history.append(rec)
+            log.info(
+                "%s step %d loss %s valid Q %.4f R@20 %.4f%s",
+                desc,
+                st.step,
+                "-" if loss is None else f"{loss:.4f}",
+                q,
+                res.means.get("recall@20", float("nan")),
+                " *" if improved else "",
+            )
+            bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
+            if on_eval is not None:
+                on_eval(rec)
+            if ckpt is not None:
+                save_torch(
+                    ckpt,
+                    {
+                        "stepper": st.state_dict(),
+                        "best_quality": best_q,
+                        "best_step": best_step,
+                        "bad": bad,
+                        "best_model": best_state,
+                        "history": history,
+                        "seconds": rec["seconds"],
+                    },
+                )
+
         try:
+            if validate_first and st.step == 0 and not history:
+                evaluate_now()  # a warm start is a candidate too: never return worse than it
             while st.step < cfg.max_steps and bad < cfg.patience:
                 st.run(min(cfg.eval_every_steps, cfg.max_steps - st.step), bar)
-                if sizes_at is not None:
-                    model.set_sizes(None, None)
-                res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
-                q = res.means["quality"]
-                improved = q > best_q
-                if improved:
-                    best_q, best_step, bad, best_valid = q, st.step, 0, res
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad += 1
-                rec = {
-                    "step": st.step,
-                    "loss": st.mean_loss(),
-                    "lr": st.schedule.lr_at(st.step - 1),
-                    "valid": res.to_dict()["means"],
-                    "improved": improved,
-                    "seconds": elapsed + time.perf_counter() - t0,
-                }
-                history.append(rec)
-                log.info(
-                    "%s step %d loss %.4f valid Q %.4f R@20 %.4f%s",
-                    desc,
-                    st.step,
-                    rec["loss"],
-                    q,
-                    res.means.get("recall@20", float("nan")),
-                    " *" if improved else "",
-                )
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", best_q=f"{best_q:.4f}")
-                if on_eval is not None:
-                    on_eval(rec)
-                if ckpt is not None:
-                    save_torch(
-                        ckpt,
-                        {
-                            "stepper": st.state_dict(),
-                            "best_quality": best_q,
-                            "best_step": best_step,
-                            "bad": bad,
-                            "best_model": best_state,
-                            "history": history,
-                            "seconds": rec["seconds"],
-                        },
-                    )
+                evaluate_now()
             stopped = bad >= cfg.patience
         finally:
             bar.close()

@@ -489,6 +489,7 @@ def train_sizes(
         checkpoint=checkpoint,
         progress=progress,
         desc=stream,
+        validate_first=init is not None and s.retrain_validate_first,
     )
     assert fr.valid is not None
     if checkpoint is not None:
