@@ -361,3 +361,20 @@ def test_a_metric_the_runs_did_not_compute_shows_a_dash(tmp_path: Path) -> None:
     assert all(cells["Recall@5"] == "–" for cells in rows.values())
     v = _expected(recs, "bet", 0.8, "ndcg@5")
     assert _clean(rows[("0.8", "BET")]["NDCG@5"]) == f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+
+
+def test_footnote_lists_every_value_of_a_setting_that_differs_between_cells(
+    tmp_path: Path,
+) -> None:
+    from embudget.config import load_config
+
+    values = {"a": ["search.retrain_top=2"], "b": ["search.retrain_top=1"], "c": []}
+    runs = []
+    for name, over in values.items():
+        (tmp_path / name).mkdir()
+        cfg = load_config(overrides=over + ["search.iterations=7"])
+        (tmp_path / name / "config.yaml").write_text(cfg.to_yaml())
+        runs.append(report.Run(name, "bet", 0.8, 0, name, 1, 0.2, 0.0, {}))
+    dev = report._deviations(tmp_path, runs)
+    assert dev["search.iterations"] == 7  # the same everywhere: one value
+    assert dev["search.retrain_top"] == "2 | 1 | default"  # run c keeps the faithful top-5

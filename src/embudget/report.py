@@ -304,17 +304,26 @@ def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
 
 
 def _deviations(results_dir: Path, runs: Sequence[Run]) -> dict[str, Any]:
-    """Union of the non-faithful settings of the runs' resolved configs (bet.md §14.7)."""
+    """Union of the non-faithful settings of the runs' resolved configs (bet.md §14.7); a
+    setting whose value differs between runs lists every value, ``a | b`` (``default`` for runs
+    that keep the faithful value)."""
     from embudget.config import load_config
     from embudget.grid import deviations
 
-    out: dict[str, Any] = {}
+    per_run = []
     for r in runs:
         path = results_dir / r.run_dir / "config.yaml"
         if path.is_file():
-            for k, v in deviations(load_config([path])).items():
-                out.setdefault(k, v)
-    return out
+            per_run.append(deviations(load_config([path])))
+    seen: dict[str, list[Any]] = {}
+    for dev in per_run:
+        for k, v in dev.items():
+            if v not in seen.setdefault(k, []):
+                seen[k].append(v)
+    for k, vs in seen.items():
+        if any(k not in dev for dev in per_run):
+            vs.append("default")
+    return {k: vs[0] if len(vs) == 1 else " | ".join(map(str, vs)) for k, vs in seen.items()}
 
 
 # --------------------------------------------------------------------------------------------
