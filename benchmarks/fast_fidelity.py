@@ -39,8 +39,7 @@ from embudget.config import load_config
 from embudget.experiment import load_data, start_run
 from embudget.io import RunDir
 from embudget.search.actions import Action, RankAssignment
-from embudget.search.loop import Searcher, pretrain, resolve_budget
-from embudget.search.sampler import BoundedSampler
+from embudget.search.loop import Searcher, make_sampler, pretrain, resolve_budget
 from embudget.seeds import np_rng
 
 
@@ -174,16 +173,7 @@ def sample_actions(cfg: Any, n: int) -> list[Action]:
     """``n`` draws of the bounded sampler at the config's budget (seeded by the config)."""
     ds = load_data(cfg)
     _, per_entity = resolve_budget(cfg, ds)
-    s = cfg.search
-    sampler = BoundedSampler(
-        ds.n_users,
-        ds.n_items,
-        per_entity,
-        d_max=cfg.model.d_max,
-        max_attempts=s.max_attempts,
-        on_exhausted=s.on_exhausted,
-        size_step=s.size_step,
-    )
+    sampler = make_sampler(cfg, ds, per_entity)
     return sampler.sample_many(n, np_rng(cfg.seed, "fidelity-sample"))
 
 

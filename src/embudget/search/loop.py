@@ -203,6 +203,20 @@ def pretrain(
 # --------------------------------------------------------------------------------------------
 # the search
 # --------------------------------------------------------------------------------------------
+def make_sampler(cfg: RunConfig, dataset: Dataset, action_budget: int) -> BoundedSampler:
+    """The bounded sampler of the config's search settings at ``action_budget``."""
+    s = cfg.search
+    return BoundedSampler(
+        dataset.n_users,
+        dataset.n_items,
+        action_budget,
+        d_max=cfg.model.d_max,
+        max_attempts=s.max_attempts,
+        on_exhausted=s.on_exhausted,
+        size_step=s.size_step,
+    )
+
+
 class Searcher:
     """Probes actions against Θ0 and runs the T-iteration loop (bet.md §5–§6)."""
 
@@ -218,15 +232,7 @@ class Searcher:
         self.cfg, self.dataset, self.device = cfg, dataset, device
         self.assignment = assignment
         s = cfg.search
-        self.sampler = BoundedSampler(
-            dataset.n_users,
-            dataset.n_items,
-            action_budget,
-            d_max=cfg.model.d_max,
-            max_attempts=s.max_attempts,
-            on_exhausted=s.on_exhausted,
-            size_step=s.size_step,
-        )
+        self.sampler = make_sampler(cfg, dataset, action_budget)
         self.theta0 = theta0
         self.model = make_model(cfg, dataset, device, "probe")
         if s.finetune_steps is not None:
