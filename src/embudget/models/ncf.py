@@ -18,10 +18,10 @@ from embudget.embedding import SizedEmbedding
 from embudget.models.base import Backbone, Scorer, bpr_loss
 
 #: memory bound of one (users, items, d_max) float32 chunk in :meth:`NCF.scorer`. Small enough
-#: to stay in cache: on Gowalla (one thread) 4 MiB chunks score 3.6x faster than 256 MiB ones
-#: (2.1 s vs 8.3 s per 500 users x 40,981 items), and the exact chunk shape matters little.
+#: to stay in cache: on Gowalla (one thread) 4 MiB chunks score ~4x faster than 256 MiB ones
+#: (benchmarks/bench_ncf_score.py, BENCHMARKS.md); the exact chunk shape matters little.
 SCORE_CHUNK_BYTES = 4 * 2**20
-#: users per chunk when the chunk holds more than this many x 256 pairs (balanced, not thin)
+#: at most this many users per chunk, so a chunk spans many items (32 x 256 at 4 MiB)
 _CHUNK_USERS = 32
 
 
