@@ -132,37 +132,45 @@ def main() -> None:
             f"best r {r.max():.4f} vs SU's {r_su:.4f} ({line['beat_su']} actions above SU)",
             flush=True,
         )
+        if "faithful_r" in out:
+            print(_correlate(line, out), flush=True)
         if args.out:  # after every variant: a long run keeps what it measured
             Path(args.out).write_text(json.dumps(out, indent=1))
         return r
 
-    variants = [("nested", int(s)) for s in args.steps.split(",")] + [("standard", 0)]
-    for pre, steps in variants:
-        nested = pre == "nested"
-        over = args.set + (args.nested_set if nested else [])
-        run_variant(pre, steps, load_config(overrides=over, updates=updates, fast=nested))
-    if faithful is None:  # the faithful probes of the sampled actions, on all users
+    if faithful is None:  # sampled actions: probe them the faithful way first, on all users,
+        # so a run cut short (a device lease, a kill) still has the reference it is compared to
         faithful_updates = dict(updates)
         faithful_updates["search"] = {
             "fitness_user_fraction": 1.0,
             "finetune_epochs": args.faithful_epochs,
         }
-        cfg = load_config(overrides=args.set, updates=faithful_updates)
-        faithful = run_variant("faithful", None, cfg)
+        faithful_cfg = load_config(overrides=args.set, updates=faithful_updates)
+        faithful = run_variant("faithful", None, faithful_cfg)
         out["faithful_r"] = faithful.tolist()
-        if args.retest:  # the same actions, fine-tuned on other batches
-            retest = run_variant("faithful-retest", None, cfg, t_offset=len(actions) + 1)
-            mean = (faithful + retest) / 2
-            out["faithful_mean_r"] = mean.tolist()
+    variants = [("nested", int(s)) for s in args.steps.split(",")] + [("standard", 0)]
+    for pre, steps in variants:
+        nested = pre == "nested"
+        over = args.set + (args.nested_set if nested else [])
+        run_variant(pre, steps, load_config(overrides=over, updates=updates, fast=nested))
+    if args.retest and args.sample:  # the same actions, fine-tuned on other batches
+        retest = run_variant("faithful-retest", None, faithful_cfg, t_offset=len(actions) + 1)
+        out["faithful_mean_r"] = ((faithful + retest) / 2).tolist()
     for line in out["rows"]:
-        line["spearman"] = float(spearmanr(line["r"], faithful).statistic)
-        msg = f"{line['pretrain']:16s} steps {line['steps']}: Spearman {line['spearman']:+.3f}"
-        if "faithful_mean_r" in out:
-            line["spearman_mean"] = float(spearmanr(line["r"], out["faithful_mean_r"]).statistic)
-            msg += f" (vs the mean of both faithful runs {line['spearman_mean']:+.3f})"
-        print(msg)
+        print(_correlate(line, out))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def _correlate(line: dict[str, Any], out: dict[str, Any]) -> str:
+    """Spearman of one variant's r with the faithful r (and the faithful mean, with a retest),
+    stored in ``line``; returns the printed summary."""
+    line["spearman"] = float(spearmanr(line["r"], out["faithful_r"]).statistic)
+    msg = f"{line['pretrain']:16s} steps {line['steps']}: Spearman {line['spearman']:+.3f}"
+    if "faithful_mean_r" in out:
+        line["spearman_mean"] = float(spearmanr(line["r"], out["faithful_mean_r"]).statistic)
+        msg += f" (vs the mean of both faithful runs {line['spearman_mean']:+.3f})"
+    return msg
 
 
 def _label(pre: str, steps: int | None) -> str:
