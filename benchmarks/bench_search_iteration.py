@@ -50,7 +50,7 @@ def main() -> None:
     print(
         f"gowalla P: {ds.n_users} users, {ds.n_items} items, B = {B:,}, "
         f"{steps_per_epoch} steps/epoch, torch threads {torch.get_num_threads()}, "
-        f"device {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
+        f"device {device} {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
     )
     for name in args.models:
         model = build_model(name, ds.n_users, ds.n_items, ds.train, d_max=128).to(device)
