@@ -8,7 +8,8 @@ prints the Spearman correlation with the faithful fitness and the seconds per pr
 
 - ``nested`` Θ0 (every prefix trained, ``search.pretrain=nested``) truncated to the action and
   fine-tuned for each of ``--steps`` steps (0 = truncation only);
-- the standard Θ0 truncated with 0 steps, as the ablation that shows what nesting buys.
+- the standard Θ0 truncated and fine-tuned for each of ``--standard-steps`` (default 0 only),
+  the ablation that shows what nesting buys.
 
 Both use the fixed fitness user sample of ``--user-fraction`` (common random numbers).
 
@@ -76,7 +77,8 @@ def main() -> None:
     ap.add_argument("--model", default="mf")
     ap.add_argument("--dataset", default="gowalla")
     ap.add_argument("--sparsity", type=float, default=0.8)
-    ap.add_argument("--steps", default="0,20,50", help="probe fine-tune steps to try")
+    ap.add_argument("--steps", default="0,20,50", help="probe fine-tune steps to try (nested Θ0)")
+    ap.add_argument("--standard-steps", default="0", help="the same from the standard Θ0")
     ap.add_argument("--user-fraction", type=float, default=0.25)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="results/cache")
@@ -148,7 +150,8 @@ def main() -> None:
         faithful_cfg = load_config(overrides=args.set, updates=faithful_updates)
         faithful = run_variant("faithful", None, faithful_cfg)
         out["faithful_r"] = faithful.tolist()
-    variants = [("nested", int(s)) for s in args.steps.split(",")] + [("standard", 0)]
+    variants = [("nested", int(s)) for s in args.steps.split(",")]
+    variants += [("standard", int(s)) for s in args.standard_steps.split(",")]
     for pre, steps in variants:
         nested = pre == "nested"
         over = args.set + (args.nested_set if nested else [])
