@@ -20,7 +20,10 @@ Both use the fixed fitness user sample of ``--user-fraction`` (common random num
 
 With ``--retest`` the sampled actions are probed faithfully twice, on different fine-tuning
 batches: the correlation between the two runs is the ceiling any cheaper fitness can reach.
-Rerun with the same ``--out`` and variants already in it are kept, not measured again.
+The faithful probes run first, and the JSON is rewritten after every variant, so a run cut
+short still holds its reference. Rerun with the same ``--out`` and variants already in it are
+kept, not measured again (that is how a faithful reference measured on a GPU, by
+``benchmarks/gpu_check.sh``, is extended with cheap variants on a CPU).
 """
 
 from __future__ import annotations
