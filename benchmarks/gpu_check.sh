@@ -8,6 +8,13 @@
 # 1. smoke: a faithful and a --fast search on Last.fm on cuda (fails fast if the CUDA path breaks)
 # 2. one search iteration on Gowalla split into its parts, MF and LightGCN, on cuda
 # 3. LightGCN fidelity on Gowalla at the paper's h = 10 (issue 6, evidence 1), in the time left
+#
+# Before the lease, here: mkdir -p .devdata && cp -r ../shared/data/lastfm ../shared/data/SHA256SUMS
+# .devdata/ && echo /.devdata/ >> .git/info/exclude; then the device tool's `run` with
+# carry [".devdata"]. While the machine is still warm, faithful grid cells fit well (RESULTS.md
+# 3c: ~4 min per LightGCN cell), e.g.
+#   PYTHONPATH=$PWD/src python3 -m embudget.cli bench --datasets gowalla --models lightgcn \
+#     --methods su,bet --sparsities 0.95 --device cuda --set train.max_steps=3000 --out /tmp/grid
 set -uo pipefail
 BUDGET=${1:-540}
 OUT=${OUT:-/tmp/embudget-gpu}
