@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one prepared script for a short device lease (BENCHMARKS.md,
-# "GPU"). Runs from the repository root with the device's own python3 (torch with CUDA), the
-# source tree on PYTHONPATH and Last.fm carried in .devdata/ (Gowalla ships in the package):
+# The checks that need a GPU, as one prepared script for a short device lease (results in
+# BENCHMARKS.md, "One search iteration, split", and RESULTS.md 1c). Runs from the repository
+# root with the device's own python3 (torch with CUDA), the source tree on PYTHONPATH and
+# Last.fm carried in .devdata/ (Gowalla ships in the package):
 #
 #   bash benchmarks/gpu_check.sh [SECONDS]      # SECONDS: wall budget of the whole script
 #
