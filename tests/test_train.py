@@ -2,15 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from embudget.config import TrainConfig
+from embudget.config import TrainConfig, load_config
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
+from embudget.errors import ConfigError
+from embudget.experiment import run_train, selection_users
 from embudget.models import build_model
+from embudget.search.loop import pretrain_key
 from embudget.seeds import torch_generator
-from embudget.train import fit, validate
+from embudget.train import fit, validate, validation_users
 
 CFG = TrainConfig(batch_users=1000, eval_every_steps=40, patience=2, max_steps=200)
 
@@ -99,3 +103,36 @@ def test_interrupted_fit_resumes_to_the_same_result(
         ref_model.state_dict().items(), m2.state_dict().items(), strict=True
     ):
         assert k == k2 and torch.equal(v, v2), k
+
+
+def test_a_selection_sample_is_fixed_and_leaves_earlier_cache_keys_alone(lastfm: Dataset) -> None:
+    base = load_config(overrides=["data.name=lastfm"])
+    half = load_config(overrides=["data.name=lastfm", "train.eval_user_fraction=0.5"])
+    # the Θ0 cache key and config hash from before train.eval_user_fraction existed
+    assert pretrain_key(base, lastfm) == "4ea6a9405c763c5aced4"
+    assert load_config(overrides=["train.eval_user_fraction=1.0"]).hash() == "85faf8dbab3acc34"
+    assert pretrain_key(half, lastfm) != pretrain_key(base, lastfm)  # another Θ0
+    assert selection_users(base, lastfm) is None
+    everyone = validation_users(lastfm, 1.0, 0, "any")
+    users = selection_users(half, lastfm)
+    assert users is not None and users.size == round(0.5 * everyone.size)
+    assert np.isin(users, everyone).all() and np.all(np.diff(users) > 0)
+    assert np.array_equal(users, selection_users(half, lastfm))  # the same users every run
+    with pytest.raises(ConfigError, match="eval_user_fraction"):
+        load_config(overrides=["train.eval_user_fraction=0"])
+
+
+def test_training_selects_on_the_sample_and_tests_on_everyone(tmp_path: Path) -> None:
+    over = [
+        "data.name=lastfm",
+        "model.d_max=16",
+        "train.batch_users=1000",
+        "train.eval_every_steps=20",
+        "train.max_steps=40",
+        "train.eval_user_fraction=0.25",
+    ]
+    res = run_train(load_config(overrides=over), tmp_path / "run", progress=False)
+    ds = load_dataset("lastfm")
+    n_valid = validation_users(ds, 1.0, 0, "any").size
+    assert res["valid"]["n_users_evaluated"] == round(0.25 * n_valid)
+    assert res["test"]["n_users_evaluated"] == validate(_model(ds), ds, "test").n_users_evaluated

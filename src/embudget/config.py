@@ -53,6 +53,7 @@ class TrainConfig:
     lr_decay_every: int = 200  # ... every this many steps
     lr_min: float = 0.001
     eval_every_steps: int = 2000  # validate (quality Q, all validation users) this often
+    eval_user_fraction: float = 1.0  # validation users that select the model (fixed sample)
     patience: int = 3  # evaluations without strict improvement before stopping
     max_steps: int = 100000  # hard cap on steps
 
@@ -120,18 +121,20 @@ class RunConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def hash(self) -> str:
-        """sha256 (first 16 hex digits) of the settings that define the procedure.
-
-        Where it runs (:data:`RUNTIME_KEYS`: device, threads, cache directory) is left out, so a
-        run started on the CPU can be resumed on a GPU and a grid is not redone elsewhere.
-        """
+    def procedure(self) -> dict[str, Any]:
+        """The settings that define the procedure, as hashed: where it runs
+        (:data:`RUNTIME_KEYS`) is left out, and so are later additions at their default."""
         d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
         for key, default in HASH_OMIT_AT_DEFAULT.items():  # settings added later
             section, name = key.split(".")
             if d[section][name] == default:
                 del d[section][name]
-        blob = json.dumps(d, sort_keys=True).encode()
+        return d
+
+    def hash(self) -> str:
+        """sha256 (first 16 hex digits) of :meth:`procedure`, so a run started on the CPU can
+        be resumed on a GPU and a grid is not redone elsewhere."""
+        blob = json.dumps(self.procedure(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -141,6 +144,7 @@ RUNTIME_KEYS = ("device", "threads", "cache_dir")
 #: Settings added after the first release, hashed only when they differ from their default, so
 #: earlier runs keep their hash (``bench`` skips them, ``--resume`` accepts them).
 HASH_OMIT_AT_DEFAULT: dict[str, Any] = {
+    "train.eval_user_fraction": 1.0,
     "search.pretrain": "standard",
     "search.nested_kept_min": 0.03,
     "search.finetune_steps": None,
@@ -391,6 +395,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if not 0.0 < s.fitness_user_fraction <= 1.0:
         raise ConfigError("search.fitness_user_fraction must lie in (0, 1]")
+    if not 0.0 < cfg.train.eval_user_fraction <= 1.0:
+        raise ConfigError("train.eval_user_fraction must lie in (0, 1]")
     b = cfg.budget
     keys = ("sparsity", "kept_fraction", "params", "bytes")
     given = [k for k in keys if getattr(b, k) is not None]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -35,7 +36,7 @@ from embudget.io import (
 from embudget.models import build_model
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, torch_generator
-from embudget.train import fit, validate
+from embudget.train import fit, validate, validation_users
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ def load_data(cfg: RunConfig) -> Dataset:
     return load_dataset(
         d.name, protocol=d.protocol, split_seed=d.split_seed, fmt=d.format, min_rating=d.min_rating
     )
+
+
+def selection_users(cfg: RunConfig, dataset: Dataset) -> np.ndarray | None:
+    """The validation users that select models during training (``train.eval_user_fraction``;
+    None = all). One fixed sample per config seed, shared by Θ0 and every retraining."""
+    fraction = cfg.train.eval_user_fraction
+    if fraction >= 1.0:
+        return None
+    return validation_users(dataset, fraction, cfg.seed, "selection-users")
 
 
 def tables_per_entity(cfg: RunConfig) -> int:
@@ -163,6 +173,7 @@ def run_train(
             cfg.train,
             seed=int_seed(cfg.seed, PRETRAIN_STREAM),
             ks=cfg.eval.ks,
+            eval_users=selection_users(cfg, ds),
             eval_batch_users=cfg.eval.batch_users,
             checkpoint=run.file("checkpoint.pt"),
             progress=progress,

@@ -166,6 +166,17 @@ def validate(
         model.train(was_training)
 
 
+def validation_users(dataset: Dataset, fraction: float, seed: int, stream: str) -> np.ndarray:
+    """The users with a validation item, or for ``fraction`` < 1 a fixed random sample of them
+    (sorted), drawn from ``stream`` of ``seed``: every run of a config scores the same users,
+    so comparisons between runs carry no sampling noise (common random numbers)."""
+    users = np.flatnonzero(np.diff(dataset.valid.indptr) > 0)
+    if fraction < 1.0:
+        n = max(1, round(fraction * users.size))
+        users = np.sort(users[np_rng(seed, stream).choice(users.size, n, replace=False)])
+    return users
+
+
 def _fork_rng(device: torch.device) -> Any:
     devices = [device] if device.type == "cuda" else []
     return torch.random.fork_rng(devices=devices)

@@ -51,6 +51,7 @@ from embudget.experiment import (
     open_run,
     save_per_user,
     save_weights,
+    selection_users,
     start_run,
     tables_per_entity,
 )
@@ -77,7 +78,7 @@ from embudget.search.predictor import (
 )
 from embudget.search.sampler import BoundedSampler
 from embudget.seeds import int_seed, np_rng, torch_generator
-from embudget.train import Schedule, finetune, fit, validate
+from embudget.train import Schedule, finetune, fit, validate, validation_users
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,13 @@ def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 def pretrain_key(cfg: RunConfig, dataset: Dataset) -> str:
     """Hash of what Θ0 depends on: data, split, backbone, training settings, seed."""
+    procedure = cfg.procedure()
     blob = json.dumps(
         {
             "fingerprint": dataset.fingerprint(),
-            "data": cfg.to_dict()["data"],
-            "model": cfg.to_dict()["model"],
-            "train": cfg.to_dict()["train"],
+            "data": procedure["data"],
+            "model": procedure["model"],
+            "train": procedure["train"],
             "ks": list(cfg.eval.ks),
             "seed": cfg.seed,
             "format": 1,
@@ -186,6 +188,7 @@ def pretrain(
         cfg.train,
         seed=int_seed(cfg.seed, PRETRAIN_STREAM),
         ks=cfg.eval.ks,
+        eval_users=selection_users(cfg, dataset),
         eval_batch_users=cfg.eval.batch_users,
         checkpoint=cache / f"pretrain-{cfg.model.name}-{key}.ckpt.pt",
         progress=progress,
@@ -245,12 +248,9 @@ class Searcher:
         self.probe_schedule = Schedule(
             s.finetune_lr, s.finetune_lr_decay, s.finetune_lr_decay_every, s.finetune_lr_min
         )
-        valid_users = np.flatnonzero(np.diff(dataset.valid.indptr) > 0)
-        if s.fitness_user_fraction < 1.0:
-            n = max(1, round(s.fitness_user_fraction * valid_users.size))
-            pick = np_rng(cfg.seed, "fitness-users").choice(valid_users.size, n, replace=False)
-            valid_users = np.sort(valid_users[pick])
-        self.fitness_users = valid_users
+        self.fitness_users = validation_users(
+            dataset, s.fitness_user_fraction, cfg.seed, "fitness-users"
+        )
         self.model.load_state_dict(theta0.state)
         self.q0 = self._quality()
         self.predictor: FitnessPredictor | None = None
@@ -491,6 +491,7 @@ def train_sizes(
         train,
         seed=int_seed(cfg.seed, stream),
         ks=cfg.eval.ks,
+        eval_users=selection_users(cfg, dataset),
         eval_batch_users=cfg.eval.batch_users,
         checkpoint=checkpoint,
         progress=progress,
