@@ -275,9 +275,12 @@ def load_config(
 #: Backbone-specific defaults, applied between the global defaults and the user's settings.
 #: MF is embudget's addition (bet.md §8.2): with the BET learning rate of 0.03 it overfits
 #: within a few hundred steps (Gowalla valid Recall@20 0.042 vs 0.114 at lr 0.005, see
-#: BENCHMARKS.md), so MF trains and fine-tunes at 0.005.
+#: BENCHMARKS.md), so MF trains and fine-tunes at 0.005. NeuMF at 0.03 barely learns (Gowalla
+#: valid Recall@20 0.040 after 2,000 steps; 0.077 at 0.01, 0.102 at 0.005, BENCHMARKS.md,
+#: "NCF learning rate"), so NCF does the same: a deviation from BET's stated setting.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mf": {"train": {"lr": 0.005}, "search": {"finetune_lr": 0.005}},
+    "ncf": {"train": {"lr": 0.005}, "search": {"finetune_lr": 0.005}},
 }
 
 
