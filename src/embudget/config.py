@@ -52,8 +52,8 @@ class TrainConfig:
     lr_decay: float = 0.95  # lr <- max(lr_min, lr * lr_decay) ...
     lr_decay_every: int = 200  # ... every this many steps
     lr_min: float = 0.001
-    eval_every_steps: int = 2000  # validate (quality Q, all validation users) this often
-    eval_user_fraction: float = 1.0  # validation users that select the model (fixed sample)
+    eval_every_steps: int = 2000  # validate (quality Q) this often ...
+    eval_user_fraction: float = 1.0  # ... on this fraction of validation users (fixed sample)
     patience: int = 3  # evaluations without strict improvement before stopping
     max_steps: int = 100000  # hard cap on steps
 
