@@ -24,14 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embudget.config import load_config
 from embudget.experiment import PRETRAIN_STREAM, load_data, make_model
 from embudget.io import resolve_device, write_json
 from embudget.search.loop import nested_sizes
-from embudget.seeds import int_seed, np_rng
-from embudget.train import fit
+from embudget.seeds import int_seed
+from embudget.train import fit, validation_users
 
 
 def floats(text: str) -> list[float]:
@@ -67,9 +65,9 @@ def main() -> None:
         torch.set_num_threads(base.threads)
     device = resolve_device(base.device)
     ds = load_data(base)
-    valid_users = np.flatnonzero(np.diff(ds.valid.indptr))
-    rng = np_rng(base.seed, "bench-lr-users")
-    users = np.sort(rng.choice(valid_users, min(args.eval_users, len(valid_users)), replace=False))
+    n_valid = validation_users(ds, 1.0, base.seed, "bench-lr-users").size
+    fraction = min(1.0, args.eval_users / n_valid)
+    users = validation_users(ds, fraction, base.seed, "bench-lr-users")
 
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     runs: dict[str, Any] = out.setdefault("runs", {})
