@@ -11,6 +11,7 @@ from embudget import grid
 from embudget.cli import main
 from embudget.config import load_config
 from embudget.errors import ConfigError
+from embudget.io import file_lock
 from embudget.search import loop
 from embudget.search.actions import Action
 
@@ -182,6 +183,50 @@ def test_grid_resumes_after_a_kill_without_redoing_finished_cells(
     # another setting is another config hash: those cells run again
     changed = grid.run_grid(_base(tmp_path, "train.lr=0.02"), out, **{**GRID, "methods": ["su"]})
     assert changed.ran == ["lastfm-mf-su-s0.8-seed0"] and len(fourth.calls) == 1
+
+
+def _run_dir_name(cell_index: int, base: grid.Settings) -> str:
+    cell = grid.expand_grid(**GRID)[cell_index]
+    return f"{cell.cell_id}-{grid.cell_config(cell, base).hash()[:8]}"
+
+
+def test_two_processes_share_a_grid_without_running_a_cell_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "results"
+    base = _base(tmp_path)
+    grid_su = {**GRID, "methods": ["full", "su"]}
+    (out / "runs").mkdir(parents=True)
+    full_lock = out / "runs" / (_run_dir_name(0, base) + ".lock")
+    calls = Counter()
+    monkeypatch.setattr(grid, "run_search", calls)
+
+    # the full cell is held by another process: this one leaves it and runs su
+    with file_lock(full_lock, wait=False) as held:
+        assert held
+        summary = grid.run_grid(base, out, **grid_su)
+    assert summary.busy == ["lastfm-mf-full-seed0"] and summary.ran == ["lastfm-mf-su-s0.8-seed0"]
+    assert [c for c, _ in calls.calls] == [_run_dir_name(1, base)]
+
+    # a cell another process finished after this one started is not run again: while this
+    # process runs full, "another" one (a nested run_grid) finishes bet
+    def full_then_other_finishes_bet(cfg: Any, run_dir: Path, **kw: Any) -> dict[str, Any]:
+        res = calls(cfg, run_dir, **kw)
+        if Path(run_dir).name == _run_dir_name(0, base):
+            other = grid.run_grid(base, out, **{**GRID, "methods": ["bet"]})
+            assert other.ran == ["lastfm-mf-bet-s0.8-seed0"]
+        return res
+
+    monkeypatch.setattr(grid, "run_search", full_then_other_finishes_bet)
+    calls.calls.clear()
+    summary = grid.run_grid(base, out, **GRID)
+    assert summary.ran == ["lastfm-mf-full-seed0"]
+    assert summary.skipped == ["lastfm-mf-su-s0.8-seed0", "lastfm-mf-bet-s0.8-seed0"]
+    assert [c for c, _ in calls.calls] == [_run_dir_name(i, base) for i in (0, 2)]  # bet once
+    per_cell: dict[str, int] = {}
+    for r in _lines(out / "results.jsonl"):
+        per_cell[r["cell_id"]] = per_cell.get(r["cell_id"], 0) + 1
+    assert len(per_cell) == 3 and len(set(per_cell.values())) == 1  # each cell once, complete
 
 
 def test_records_are_long_format_and_match_the_run(tmp_path: Path) -> None:

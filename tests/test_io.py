@@ -9,6 +9,7 @@ from embudget.errors import RunDirError
 from embudget.io import (
     RunDir,
     atomic_path,
+    file_lock,
     load_npz,
     load_torch,
     save_npz,
@@ -37,6 +38,20 @@ def test_npz_and_torch_roundtrip_without_pickle(tmp_path: Path) -> None:
     save_torch(tmp_path / "s.pt", {"w": torch.ones(2), "step": 3, "state": {"k": [1, 2]}})
     s = load_torch(tmp_path / "s.pt")
     assert s["step"] == 3 and torch.equal(s["w"], torch.ones(2))
+
+
+def test_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "cell.lock"
+    with file_lock(path, wait=False) as first:
+        assert first
+        with file_lock(path, wait=False) as second:  # another open of the file: refused
+            assert not second
+    with file_lock(path, wait=False) as again:  # released on exit
+        assert again
+    with pytest.raises(RuntimeError), file_lock(path):
+        raise RuntimeError("the block fails")
+    with file_lock(path, wait=False) as after_error:  # released when the block raises
+        assert after_error
 
 
 def test_rundir_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -284,6 +284,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"results: {args.out}/{RESULTS_FILE}")
     print(
         f"{len(summary.ran)} cells run, {len(summary.skipped)} already done, "
+        f"{len(summary.busy)} left to another process, "
         f"{summary.seconds:.0f}s; next: embudget report {args.out}"
     )
     return 0

@@ -7,7 +7,10 @@ protocol.md §9.2: one line per (run, split, metric, K), all lines of a cell in 
 
 Resumption: a cell whose (cell id, config hash) is in ``results.jsonl`` is skipped; an
 unfinished run directory is resumed (``resume=True``), so a kill loses at most the running
-cell's unfinished search iteration or training. The full-size model is one cell per
+cell's unfinished search iteration or training. Several ``bench`` processes may share one
+results directory (one per core, say): each cell is claimed with a lock file next to its run
+directory, a process skips the cells another one holds, and ``results.jsonl`` is only written
+under its own lock. The full-size model is one cell per
 (dataset, backbone, seed), whatever the sparsities. Cheap cells (full, su, sr) run first; the
 pretrained full-size model they cache is reused by the search cells.
 """
@@ -28,7 +31,7 @@ import torch
 from embudget import __version__
 from embudget.config import RunConfig, load_config
 from embudget.errors import ConfigError
-from embudget.io import write_text
+from embudget.io import file_lock, write_text
 from embudget.search.loop import run_search
 
 log = logging.getLogger(__name__)
@@ -276,9 +279,23 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     return complete
 
 
+def _results_lock(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _tidy_results(path: Path, *, rewrite: bool = True) -> list[dict[str, Any]]:
+    """The complete cells of ``path``; with ``rewrite``, the file is rewritten without torn or
+    partial cells (so that their rerun leaves no duplicates), under the results lock."""
+    with file_lock(_results_lock(path)):
+        records = load_results(path)
+        if rewrite and path.is_file():
+            write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
 def _append_cell(path: Path, lines: list[dict[str, Any]]) -> None:
-    """All of a cell's lines in one write, flushed to disk."""
-    with open(path, "a") as f:
+    """All of a cell's lines in one write, flushed to disk, under the results lock."""
+    with file_lock(_results_lock(path)), open(path, "a") as f:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
         f.flush()
         os.fsync(f.fileno())
@@ -286,10 +303,12 @@ def _append_cell(path: Path, lines: list[dict[str, Any]]) -> None:
 
 @dataclass
 class GridSummary:
-    """What :func:`run_grid` did: cell ids run now, skipped (already done), and the records."""
+    """What :func:`run_grid` did: cell ids run now, skipped (already done), busy (left to the
+    process that holds them), and the records."""
 
     ran: list[str]
     skipped: list[str]
+    busy: list[str]
     records: list[dict[str, Any]]
     seconds: float
 
@@ -322,35 +341,44 @@ def run_grid(
     results_path = out / RESULTS_FILE
     cells = expand_grid(datasets, models, methods, sparsities, list(seeds))
     configs = [cell_config(c, settings) for c in cells]  # validate every cell before running any
-    records = load_results(results_path)
-    if results_path.is_file():
-        # rewrite without torn or partial cells, so their rerun does not leave duplicates
-        write_text(results_path, "".join(json.dumps(r) + "\n" for r in records))
+    records = _tidy_results(results_path)
     done = {(r["cell_id"], r["config_hash"]) for r in records}
     ran: list[str] = []
     skipped: list[str] = []
+    busy: list[str] = []
     log.info("grid: %d cells, %d already in %s", len(cells), len(done), results_path)
+    n = len(cells)
     for i, (cell, cfg) in enumerate(zip(cells, configs, strict=True), 1):
         h = cfg.hash()
         if (cell.cell_id, h) in done:
             skipped.append(cell.cell_id)
-            log.info("cell %d/%d %s: done, skipped", i, len(cells), cell.cell_id)
+            log.info("cell %d/%d %s: done, skipped", i, n, cell.cell_id)
             continue
         run_dir = out / "runs" / f"{cell.cell_id}-{h[:8]}"
-        started = (run_dir / "config.yaml").is_file()
-        log.info(
-            "cell %d/%d %s: %s", i, len(cells), cell.cell_id, "resuming" if started else "starting"
-        )
-        tc = time.perf_counter()
-        res = run_search(
-            cfg,
-            run_dir,
-            resume=started,
-            overwrite=not started,  # a dir without config.yaml holds no usable state
-            progress=progress,
-        )
-        lines = result_records(cell, cfg, res, str(run_dir.relative_to(out)))
-        _append_cell(results_path, lines)
+        with file_lock(run_dir.with_name(run_dir.name + ".lock"), wait=False) as mine:
+            if not mine:
+                busy.append(cell.cell_id)
+                log.info("cell %d/%d %s: running in another process, skipped", i, n, cell.cell_id)
+                continue
+            # another process may have finished it since this one started
+            records = _tidy_results(results_path, rewrite=False)
+            done = {(r["cell_id"], r["config_hash"]) for r in records}
+            if (cell.cell_id, h) in done:
+                skipped.append(cell.cell_id)
+                log.info("cell %d/%d %s: done, skipped", i, n, cell.cell_id)
+                continue
+            started = (run_dir / "config.yaml").is_file()
+            log.info("cell %d/%d %s: %s", i, n, cell.cell_id, "resuming" if started else "starting")
+            tc = time.perf_counter()
+            res = run_search(
+                cfg,
+                run_dir,
+                resume=started,
+                overwrite=not started,  # a dir without config.yaml holds no usable state
+                progress=progress,
+            )
+            lines = result_records(cell, cfg, res, str(run_dir.relative_to(out)))
+            _append_cell(results_path, lines)
         records.extend(lines)
         done.add((cell.cell_id, h))
         ran.append(cell.cell_id)
@@ -358,10 +386,10 @@ def run_grid(
         log.info(
             "cell %d/%d %s: finished in %.0fs, params %d, test recall@20 %.4f",
             i,
-            len(cells),
+            n,
             cell.cell_id,
             time.perf_counter() - tc,
             res["budget"]["params_used"],
             r20,
         )
-    return GridSummary(ran, skipped, records, time.perf_counter() - t0)
+    return GridSummary(ran, skipped, busy, records, time.perf_counter() - t0)
