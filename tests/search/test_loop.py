@@ -1,15 +1,18 @@
 """The search loop end to end on real Last.fm with small T/m/h (bet.md §5–7, §12, §14.6)."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from embudget.budget import check_budget
 from embudget.config import RunConfig, load_config
 from embudget.data import load_dataset
-from embudget.io import load_npz
+from embudget.io import file_lock, load_npz
 from embudget.search import loop
 from embudget.search.actions import Action, RankAssignment
 
@@ -142,3 +145,28 @@ def test_train_and_full_method_give_the_same_model(tmp_path: Path) -> None:
     full = loop.run_search(cfg, tmp_path / "full", progress=False)
     assert trained["test"] == full["test"] and trained["valid"] == full["valid"]
     assert full["budget"]["params_used"] == full["budget"]["params_budget"]  # whole table
+
+
+def test_a_second_process_waits_for_the_pretraining_and_loads_it(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "train.max_steps=20")
+    ds = load_dataset("lastfm")
+    first = loop.pretrain(cfg, ds, torch.device("cpu"))
+    assert not first.cached
+    path = tmp_path / "cache" / f"pretrain-mf-{loop.pretrain_key(cfg, ds)}.pt"
+    blob = path.read_bytes()
+    path.unlink()
+    holding = threading.Event()
+
+    def another_process_pretraining() -> None:  # holds the lock, then writes Θ0
+        with file_lock(path.with_suffix(".lock")):
+            holding.set()
+            time.sleep(0.5)
+            path.write_bytes(blob)
+
+    other = threading.Thread(target=another_process_pretraining)
+    other.start()
+    holding.wait()
+    second = loop.pretrain(cfg, ds, torch.device("cpu"))
+    other.join()
+    assert second.cached  # waited and loaded, did not train a second copy
+    assert all(torch.equal(second.state[k], first.state[k]) for k in first.state)

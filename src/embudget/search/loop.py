@@ -58,6 +58,7 @@ from embudget.experiment import (
 from embudget.io import (
     RunDir,
     append_jsonl,
+    file_lock,
     load_torch,
     save_npz,
     save_torch,
@@ -177,10 +178,24 @@ def pretrain(
     cache.mkdir(parents=True, exist_ok=True)
     key = pretrain_key(cfg, dataset)
     path = cache / f"pretrain-{cfg.model.name}-{key}.pt"
+    # one process trains a given Θ0; another that needs it (a second `bench` sharing the
+    # cache) waits for it and loads the result, instead of training it again beside it
+    lock = path.with_suffix(".lock")
+    with file_lock(lock, wait=False) as free:
+        if not free:
+            log.info("another process is pretraining %s; waiting for it", path.name)
+    with file_lock(lock):
+        return _load_or_pretrain(cfg, dataset, device, path, key, progress)
+
+
+def _load_or_pretrain(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, path: Path, key: str, progress: bool
+) -> Pretrained:
     if path.is_file():
         blob = load_torch(path, map_location=device)
         log.info("pretrained model from cache %s", path)
         return Pretrained(blob["model"], blob["valid"], float(blob["seconds"]), True)
+    checkpoint = path.with_suffix(".ckpt.pt")
     model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
     fr = fit(
         model,
@@ -190,7 +205,7 @@ def pretrain(
         ks=cfg.eval.ks,
         eval_users=selection_users(cfg, dataset),
         eval_batch_users=cfg.eval.batch_users,
-        checkpoint=cache / f"pretrain-{cfg.model.name}-{key}.ckpt.pt",
+        checkpoint=checkpoint,
         progress=progress,
         desc=f"pretrain {cfg.model.name}",
         sizes_at=nested_sizes(cfg, dataset),
@@ -199,7 +214,7 @@ def pretrain(
     valid = {k: float(v) for k, v in fr.valid.means.items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_torch(path, {"model": state, "valid": valid, "seconds": fr.seconds, "key": key})
-    (cache / f"pretrain-{cfg.model.name}-{key}.ckpt.pt").unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     return Pretrained(state, valid, fr.seconds, False)
 
 
