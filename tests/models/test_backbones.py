@@ -223,7 +223,9 @@ def test_init_distributions() -> None:
     ngcf = build_model("ngcf", 500, 400, sp.csr_matrix((500, 400)), 64)
     w = ngcf.user_tables()[0].weight.detach()
     bound = np.sqrt(6 / (500 + 64))  # Xavier-uniform, fan_in = 64, fan_out = 500
-    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    top = float(w.abs().max())
+    # the bound itself is drawn in float32, which can round it up by one ulp
+    assert top <= float(np.float32(bound)) * (1 + 1e-6) and top > 0.95 * bound
 
 
 # --- scoring against slow references -----------------------------------------------------
