@@ -48,16 +48,8 @@ from fast_fidelity import sample_actions  # noqa: E402  (the same 20 draws as th
 
 
 def propagation(model: Any) -> Any:
-    """x ↦ P·x, the mean over LightGCN's layers."""
-
-    def p(x: torch.Tensor) -> torch.Tensor:
-        acc, e = x, x
-        for _ in range(model.n_layers):
-            e = model.graph(e)
-            acc = acc + e
-        return acc / (model.n_layers + 1)
-
-    return p
+    """x ↦ P·x, the mean over LightGCN's layers, users and items stacked."""
+    return lambda x: torch.cat(model.propagate(x), dim=0)
 
 
 def pca_rotation(f: torch.Tensor) -> torch.Tensor:
