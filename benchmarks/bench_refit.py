@@ -147,7 +147,8 @@ def main() -> None:
         ref = json.loads(Path(args.fidelity).read_text())
         faithful = np.array(ref["faithful_r"])
         actions = sample_actions(load_config(overrides=overrides, updates=updates), ref["n"])
-        users = validation_sample(cfg, ds)
+        # the fitness user sample of fast_fidelity.py's probes (the Searcher's)
+        users = validation_users(ds, args.user_fraction, cfg.seed, "fitness-users")
         model.set_sizes(None, None)
         with torch.no_grad():
             model.user_emb.weight.copy_(e0[:nu])
@@ -171,11 +172,6 @@ def main() -> None:
                 f"  CG {it} ({sec:.2f} s/iteration): valid Q {v.means['quality']:.4f}, "
                 f"test Recall@20 {t.means['recall@20']:.4f} NDCG@20 {t.means['ndcg@20']:.4f}"
             )
-
-
-def validation_sample(cfg: Any, ds: Any) -> np.ndarray:
-    """The fitness user sample fast_fidelity.py's probes use (the Searcher's)."""
-    return validation_users(ds, cfg.search.fitness_user_fraction, cfg.seed, "fitness-users")
 
 
 def table_sizes(
