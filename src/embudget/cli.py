@@ -59,8 +59,9 @@ def _ints(text: str) -> list[int]:
 
 
 FAST_HELP = (
-    "fast mode: nested (weight-sharing) pretraining, cheap probes on a fixed user sample, a "
-    "batch-fitted predictor and warm-started retraining (config.FAST_PRESET; --set wins)"
+    "fast mode: cheap probes on a fixed user sample and a batch-fitted predictor; for MF and "
+    "NCF also nested (weight-sharing) pretraining and warm-started retraining "
+    "(config.fast_preset; --set wins)"
 )
 
 

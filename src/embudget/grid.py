@@ -123,7 +123,7 @@ class Settings:
     files: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     updates: Mapping[str, Any] | None = None
-    fast: bool = False  # start from config.FAST_PRESET
+    fast: bool = False  # start from config.fast_preset(backbone)
 
 
 def _deep_update(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

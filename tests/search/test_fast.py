@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embudget.budget import check_budget
-from embudget.config import FAST_PRESET, TrainConfig, load_config
+from embudget.config import FAST_BACKBONE_PRESETS, FAST_PRESET, TrainConfig, load_config
 from embudget.data import load_dataset
 from embudget.errors import ConfigError
 from embudget.io import load_npz
@@ -38,6 +38,25 @@ def test_fast_preset_is_applied_under_explicit_settings() -> None:
     assert cfg.search.finetune_steps == 7 and cfg.search.pretrain == "nested"
     assert cfg.search.finetune_lr == 0.005  # MF's backbone default survives the preset
     assert load_config().search.pretrain == "standard"  # faithful by default
+
+
+def test_fast_preset_differs_by_backbone() -> None:
+    lightgcn = load_config(overrides=["model.name=lightgcn"], fast=True).search
+    for key, value in FAST_BACKBONE_PRESETS["lightgcn"]["search"].items():
+        assert getattr(lightgcn, key) == value
+    assert lightgcn.pretrain == "standard" and lightgcn.finetune_steps == 20
+    assert lightgcn.retrain_init == "scratch"
+    # the rest of the fast preset still applies, and --set still wins
+    assert lightgcn.predictor_update == "batch" and lightgcn.fitness_user_fraction == 0.25
+    cfg = load_config(overrides=["model.name=lightgcn", "search.finetune_steps=0"], fast=True)
+    assert cfg.search.finetune_steps == 0
+    # a backbone chosen in a file or mapping is seen as well as one chosen by --set
+    from_mapping = load_config(updates={"model": {"name": "lightgcn"}}, fast=True)
+    assert from_mapping.search.finetune_steps == 20
+    # MF and NCF keep the nested Θ0 and warm retraining; faithful LightGCN is untouched
+    for name in ("mf", "ncf"):
+        assert load_config(overrides=[f"model.name={name}"], fast=True).search.pretrain == "nested"
+    assert load_config(overrides=["model.name=lightgcn"]).search.finetune_steps is None
 
 
 def test_fast_settings_are_validated() -> None:
