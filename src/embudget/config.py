@@ -306,7 +306,7 @@ FAST_PRESET: dict[str, Any] = {
 #: keeps the standard Θ0 and retrains from scratch: a truncation of the nested Θ0 ranks
 #: LightGCN tables unlike the faithful probe (Spearman 0.61) and misses the item-light tables
 #: that fine-tuning favours, while 20 fine-tune steps of the standard Θ0 find them; warm
-#: retraining from the nested Θ0 ended below scratch retraining (RESULTS.md, "Fast mode" 3e).
+#: retraining from the nested Θ0 ended below scratch retraining (RESULTS.md, "Fast mode" 3d, 3e).
 FAST_BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
     "lightgcn": {
         "search": {
