@@ -11,11 +11,18 @@ LightGCN step, propagation ≈ 0.64 s, and CSR ≥ 2.5× faster than the COO bas
     python benchmarks/bench_step.py              # 7 timed steps per case (plus one warm-up)
     python benchmarks/bench_step.py --quick      # 2 timed steps per case
     python benchmarks/bench_step.py --models lightgcn --threads 2
+    python benchmarks/bench_step.py --models lightgcn mf --sizes RUN/sizes.npz   # a table's sizes
+
+With ``--sizes`` (a run's ``sizes.npz``, in dataset order) each model is also timed with those
+sizes set, interleaved step by step with the full-size model: propagation and scoring run on
+the largest size's columns only (``SizedEmbedding.full(width)``), so this measures what that
+narrowing buys for a table the search found.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -94,6 +101,27 @@ def _interleaved(
     return out
 
 
+def _compare_sizes(
+    model: torch.nn.Module, batches: list[Batch], repeats: int, sizes: dict[str, np.ndarray]
+) -> None:
+    """Full-size vs a budgeted table's step, interleaved so load changes hit both alike."""
+    sized = copy.deepcopy(model)
+    sized.set_sizes(sizes["user_sizes"], sizes["item_sizes"])  # type: ignore[operator]
+    width = max(t.width for t in sized.embedding_tables())  # type: ignore[operator]
+    fns = {"full": _step_fn(model, batches), "sized": _step_fn(sized, batches)}
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t0)
+    ratio = statistics.median(out["full"]) / statistics.median(out["sized"])
+    print(f"  full-size step {_fmt(out['full'])}")
+    print(f"  sized step (width {width}) {_fmt(out['sized'])}: speed-up {ratio:.2f}x")
+
+
 def _compare_backends(
     model: LightGCN, batches: list[Batch], repeats: int, spe: int, sample_s: float
 ) -> None:
@@ -124,6 +152,7 @@ def main() -> None:
     ap.add_argument("--d-max", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", help="a run's sizes.npz: also time the step with those sizes")
     args = ap.parse_args()
     repeats = 2 if args.quick else 7
     if args.threads > 0:
@@ -156,7 +185,10 @@ def main() -> None:
         med = statistics.median(times)
         epoch = spe * (med + statistics.median(sample_times))
         print(f"{name:<24} {_fmt(times):<34} {epoch:>8.1f} s   (build {build_s:.1f} s)")
-        if name == "lightgcn":
+        if args.sizes:
+            with np.load(args.sizes, allow_pickle=False) as z:
+                _compare_sizes(model, batches, repeats, {k: z[k] for k in z.files})
+        if name == "lightgcn" and not args.sizes:
             assert isinstance(model, LightGCN)
             _compare_backends(model, batches, repeats, spe, statistics.median(sample_times))
         del model

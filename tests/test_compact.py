@@ -75,6 +75,12 @@ def test_lookup_and_full_equal_masked(sizes: list[int], raw_ids: list[int]) -> N
     assert torch.equal(vals, torch.cat(expect) if expect else torch.zeros(0))
     back = c.to_sized()
     assert torch.equal(back.full(), m.full()) and torch.equal(back.sizes, m.sizes)
+    w = max(sizes)  # past the widest row every column is zero: full(w) drops only those
+    assert m.width == c.width == w
+    for t in (m, c):
+        assert torch.equal(t.full(w), m.full()[:, :w]) and not m.full()[:, w:].any()
+        with pytest.raises(ValueError, match="width must lie in"):
+            t.full(w - 1)
 
 
 def test_lookup_keeps_batch_shape_and_gradients_match() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from embudget.embedding import SizedEmbedding, SizesLike, as_sizes
+from embudget.embedding import SizedEmbedding, SizesLike, as_sizes, check_width
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ class CompactEmbedding(nn.Module):
     def is_full(self) -> bool:
         return bool((self.sizes == self.d_max).all())
 
+    @property
+    def width(self) -> int:
+        """The largest row size: every column from here on is zero in every row."""
+        return int(self.sizes.max()) if self.num else 0
+
     def set_sizes(self, sizes: SizesLike) -> None:
         """New sizes: re-allocates ``values``, keeping each row's common prefix, zeros beyond.
 
@@ -179,10 +184,12 @@ class CompactEmbedding(nn.Module):
         starts = torch.repeat_interleave(self.offsets[flat], lengths, output_size=total)
         return self.values[starts + within], lengths
 
-    def full(self) -> torch.Tensor:
-        """The whole zero-padded table, ``(num, d_max)``."""
-        out = self.values.new_zeros(self.num, self.d_max)
-        return out.masked_scatter(self.mask(), self.values)
+    def full(self, width: int | None = None) -> torch.Tensor:
+        """The whole zero-padded table, ``(num, width)`` (``width`` defaults to ``d_max``; see
+        :meth:`SizedEmbedding.full <embudget.embedding.SizedEmbedding.full>`)."""
+        w = self.d_max if width is None else check_width(width, self.width, self.d_max)
+        out = self.values.new_zeros(self.num, w)
+        return out.masked_scatter(self.mask()[:, :w], self.values)
 
     def params_used(self) -> int:
         """Σ sizes: the embedding parameters this table really uses."""

@@ -35,6 +35,15 @@ def as_sizes(sizes: SizesLike, num: int, d_max: int) -> torch.Tensor:
     return t.to(torch.int16)
 
 
+def check_width(width: int, needed: int, d_max: int) -> int:
+    """``width`` if it keeps every non-zero column (``needed`` ≤ width ≤ ``d_max``)."""
+    if not needed <= width <= d_max:
+        raise ValueError(
+            f"width must lie in [{needed}, {d_max}] (from the largest row size); got {width}"
+        )
+    return int(width)
+
+
 class SizedEmbedding(nn.Module):
     """A ``(num, d_max)`` table where row ``n`` uses only its first ``sizes[n]`` entries."""
 
@@ -56,6 +65,11 @@ class SizedEmbedding(nn.Module):
     def is_full(self) -> bool:
         return bool((self.sizes == self.d_max).all())
 
+    @property
+    def width(self) -> int:
+        """The largest row size: every column from here on is zero in every row."""
+        return int(self.sizes.max()) if self.num else 0
+
     def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean prefix mask for the given rows (all rows if ``ids`` is None)."""
         s = self.sizes if ids is None else self.sizes[ids]
@@ -67,11 +81,16 @@ class SizedEmbedding(nn.Module):
             return rows
         return rows * self.mask(ids).to(rows.dtype)
 
-    def full(self) -> torch.Tensor:
-        """The whole masked table, ``(num, d_max)``."""
+    def full(self, width: int | None = None) -> torch.Tensor:
+        """The whole masked table, ``(num, width)`` (``width`` defaults to ``d_max``).
+
+        A ``width`` of at least :attr:`width` drops only columns that are zero in every row, so
+        products and sums over the narrower table are exact and cost ``width / d_max`` as much.
+        """
+        w = self.d_max if width is None else check_width(width, self.width, self.d_max)
         if self.is_full:
-            return self.weight
-        return self.weight * self.mask().to(self.weight.dtype)
+            return self.weight[:, :w]
+        return self.weight[:, :w] * self.mask()[:, :w].to(self.weight.dtype)
 
     def params_used(self) -> int:
         """Σ sizes: the embedding parameters this table really uses."""

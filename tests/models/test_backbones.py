@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from embudget.embedding import SizedEmbedding
 from embudget.errors import ConfigError
-from embudget.models import MODELS, NCF, Backbone, build_model, model_defaults
+from embudget.models import MODELS, NCF, Backbone, LightGCN, build_model, model_defaults
 
 NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 N = 20  # users = items
@@ -252,6 +252,40 @@ def test_lightgcn_scores_match_dense_reference() -> None:
     final = sum(layers[1:], layers[0]) / 4
     ref = final[:N] @ final[N:].T
     torch.testing.assert_close(all_scores(model), ref, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "mf"])
+def test_narrow_tables_compute_as_d_max_wide(name: str) -> None:
+    """With every size ≤ 5 of 16, LightGCN propagates and MF scores 5 columns, exactly."""
+    model = make(name)
+    narrow = np.minimum(random_sizes(N, 20), 4)
+    narrow[3] = 5  # the widest row sets the width
+    model.set_sizes(narrow, np.minimum(random_sizes(N, 21), 3))
+    users = torch.arange(N)
+    pos, neg = (users + 2) % N, (users + 1) % N
+    model.train()
+    model.loss(users, pos, neg).backward()
+    grads = [t.weight.grad.clone() for t in model.embedding_tables()]  # type: ignore[union-attr]
+    model.zero_grad()
+    u, i = model.user_tables()[0], model.item_tables()[0]
+    if name == "lightgcn":
+        assert isinstance(model, LightGCN)
+        assert model.ego().shape == (2 * N, 5)
+        ego = torch.cat([u.full(), i.full()])  # the d_max-wide reference
+        fu, fi = model.propagate(ego)
+        assert fu.shape == (N, D)
+        eu, ep, en = fu[users], fi[pos], fi[neg]
+        l2 = ego[users].square().sum() + ego[N + pos].square().sum() + ego[N + neg].square().sum()
+        ref_loss = F.softplus((eu * en).sum(-1) - (eu * ep).sum(-1)).mean() + model.reg * l2 / N
+    else:
+        fu, fi = u.full(), i.full()
+        ref_loss = model.loss(users, pos, neg)  # MF's loss only gathers rows
+    ref_loss.backward()
+    for t, g in zip(model.embedding_tables(), grads, strict=True):
+        torch.testing.assert_close(t.weight.grad, g, rtol=1e-5, atol=1e-9)
+    model.eval()
+    ref = (fu @ fi.T).detach()
+    torch.testing.assert_close(all_scores(model), ref, rtol=1e-5, atol=1e-9)
 
 
 def test_ngcf_scores_match_dense_reference() -> None:

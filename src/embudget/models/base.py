@@ -30,6 +30,12 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+def common_width(*tables: SizedEmbedding) -> int:
+    """The largest row size over ``tables``: past it every row of every table is zero, so
+    propagation and scoring can run on that many columns instead of ``d_max``, exactly."""
+    return max(t.width for t in tables)
+
+
 def dot_scorer(users: torch.Tensor, items: torch.Tensor) -> Scorer:
     """Scores ⟨e_u, e_v⟩ of a batch of users against every item, from precomputed tables."""
     items_t = items.detach().T.contiguous()

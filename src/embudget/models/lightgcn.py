@@ -10,7 +10,7 @@ from torch import nn
 
 from embudget.embedding import SizedEmbedding
 from embudget.graph import SparseAdjacency
-from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
+from embudget.models.base import Backbone, Scorer, bpr_loss, common_width, dot_scorer
 
 
 class LightGCN(Backbone):
@@ -55,8 +55,14 @@ class LightGCN(Backbone):
         return [self.item_emb]
 
     def ego(self) -> torch.Tensor:
-        """E^(0): the masked user table stacked over the masked item table, (N, d_max)."""
-        return torch.cat([self.user_emb.full(), self.item_emb.full()], dim=0)
+        """E^(0): the masked user table stacked over the masked item table, ``(N, w)``.
+
+        ``w`` is the largest size of any row: the columns past it are zero in E^(0) and so in
+        every layer, and dropping them makes propagation ``w / d_max`` as costly (a 90 %
+        sparsity table has w ≈ 32 of 128). Outputs are ``w`` wide; scores are unchanged.
+        """
+        w = common_width(self.user_emb, self.item_emb)
+        return torch.cat([self.user_emb.full(w), self.item_emb.full(w)], dim=0)
 
     def propagate(self, ego: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (mean over layers) user and item embeddings."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from embudget.embedding import SizedEmbedding
-from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
+from embudget.models.base import Backbone, Scorer, bpr_loss, common_width, dot_scorer
 
 
 class MF(Backbone):
@@ -54,4 +54,5 @@ class MF(Backbone):
 
     def scorer(self) -> Scorer:
         with torch.no_grad():
-            return dot_scorer(self.user_emb.full(), self.item_emb.full())
+            w = common_width(self.user_emb, self.item_emb)  # columns past it are all zero
+            return dot_scorer(self.user_emb.full(w), self.item_emb.full(w))
