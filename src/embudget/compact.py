@@ -6,8 +6,9 @@ of :class:`~embudget.embedding.SizedEmbedding` that the backbones use (``forward
 ``full()`` return zero-padded ``d_max``-wide rows), so every backbone trains and scores with it
 unchanged, and its gradients and Adam state scale with Σ sizes instead of ``num · d_max``.
 
-Graph backbones still materialise ``(N, d_max)`` activations during propagation; only the
-parameters (and their optimiser state) shrink.
+Graph backbones still materialise ``(N, w)`` activations during propagation, ``w`` the largest
+row size (LightGCN; NGCF uses ``d_max``); only the parameters (and their optimiser state)
+shrink.
 
 Example::
 
