@@ -268,18 +268,17 @@ def test_narrow_tables_compute_as_d_max_wide(name: str) -> None:
     grads = [t.weight.grad.clone() for t in model.embedding_tables()]  # type: ignore[union-attr]
     model.zero_grad()
     u, i = model.user_tables()[0], model.item_tables()[0]
+    ego = torch.cat([u.full(), i.full()])  # the d_max-wide reference tables
     if name == "lightgcn":
         assert isinstance(model, LightGCN)
         assert model.ego().shape == (2 * N, 5)
-        ego = torch.cat([u.full(), i.full()])  # the d_max-wide reference
         fu, fi = model.propagate(ego)
         assert fu.shape == (N, D)
-        eu, ep, en = fu[users], fi[pos], fi[neg]
-        l2 = ego[users].square().sum() + ego[N + pos].square().sum() + ego[N + neg].square().sum()
-        ref_loss = F.softplus((eu * en).sum(-1) - (eu * ep).sum(-1)).mean() + model.reg * l2 / N
     else:
-        fu, fi = u.full(), i.full()
-        ref_loss = model.loss(users, pos, neg)  # MF's loss only gathers rows
+        fu, fi = ego[:N], ego[N:]
+    eu, ep, en = fu[users], fi[pos], fi[neg]
+    l2 = ego[users].square().sum() + ego[N + pos].square().sum() + ego[N + neg].square().sum()
+    ref_loss = F.softplus((eu * en).sum(-1) - (eu * ep).sum(-1)).mean() + model.reg * l2 / N
     ref_loss.backward()
     for t, g in zip(model.embedding_tables(), grads, strict=True):
         torch.testing.assert_close(t.weight.grad, g, rtol=1e-5, atol=1e-9)
