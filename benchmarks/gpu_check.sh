@@ -14,7 +14,7 @@
 # .devdata/ && echo /.devdata/ >> .git/info/exclude; then the device tool's `run` with
 # carry [".devdata"]. While the machine is still warm, faithful grid cells fit well (RESULTS.md
 # 3c: ~4 min per LightGCN cell), e.g.
-#   PYTHONPATH=$PWD/src python3 -m embudget.cli bench --datasets gowalla --models lightgcn \
+#   PYTHONPATH=$PWD/src python3 -m embudget.cli bench --faithful --datasets gowalla --models lightgcn \
 #     --methods su,bet --sparsities 0.95 --device cuda --set train.max_steps=3000 --out /tmp/grid
 set -uo pipefail
 BUDGET=${1:-540}
@@ -35,7 +35,7 @@ say "1. smoke: Last.fm LightGCN searches on $DEV"
 SMOKE="--dataset lastfm --model lightgcn --sparsity 0.8 --device "$DEV" --no-progress \
   --set cache_dir=/tmp/smoke-cache --set train.max_steps=60 --set train.eval_every_steps=30 \
   --set search.iterations=3 --set search.candidates=20 --set search.retrain_top=1"
-$PY -m embudget.cli search $SMOKE --out /tmp/smoke-faithful --set search.finetune_epochs=1 \
+$PY -m embudget.cli search $SMOKE --faithful --out /tmp/smoke-faithful --set search.finetune_epochs=1 \
   || { say "smoke (faithful) FAILED"; exit 1; }
 $PY -m embudget.cli search $SMOKE --fast --out /tmp/smoke-fast || { say "smoke (fast) FAILED"; exit 1; }
 $PY - <<'PY' || exit 1

@@ -2,10 +2,12 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from embudget.cli import main
+from embudget.config import load_config
 
 
 @pytest.mark.slow
@@ -88,7 +90,28 @@ def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
     cfg = _resolve_config(args)
     assert cfg.search.pretrain == "nested" and cfg.search.retrain_init == "shared"
     assert cfg.search.finetune_steps == 9 and cfg.budget.sparsity == 0.9
-    plain = _resolve_config(build_parser().parse_args(["search", "--out", "r"]))
-    assert plain.search.pretrain == "standard"
-    bench = build_parser().parse_args(["bench", "--fast", "--out", "x"])
-    assert bench.fast
+
+
+def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> None:
+    from embudget.cli import _resolve_config, build_parser
+    from embudget.config import FAST_BY_DEFAULT
+
+    def resolve(*argv: str) -> Any:
+        return _resolve_config(build_parser().parse_args(["search", "--out", "r", *argv]))
+
+    for name in ("mf", "ncf", "ngcf", "lightgcn"):
+        default = resolve("--model", name)
+        faithful = load_config(overrides=[f"model.name={name}"])
+        assert resolve("--model", name, "--faithful").search == faithful.search
+        assert resolve("--model", name, "--fast").search != faithful.search
+        by_default = name in FAST_BY_DEFAULT
+        assert (default == resolve("--model", name, "--fast")) == by_default
+        assert (default.search == faithful.search) == (not by_default)
+    assert {"mf", "lightgcn"} <= FAST_BY_DEFAULT  # measured: RESULTS.md, issue 6
+    assert resolve().search.pretrain == "nested"  # MF, the default backbone, runs fast mode
+    assert build_parser().parse_args(["bench", "--out", "x"]).fast is None
+    assert build_parser().parse_args(["bench", "--fast", "--out", "x"]).fast is True
+    assert build_parser().parse_args(["bench", "--faithful", "--out", "x"]).fast is False
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["bench", "--fast", "--faithful", "--out", "x"])
+    assert e.value.code == 2

@@ -9,7 +9,7 @@ import pytest
 
 from embudget import grid
 from embudget.cli import main
-from embudget.config import load_config
+from embudget.config import FAST_BY_DEFAULT, load_config
 from embudget.errors import ConfigError
 from embudget.io import file_lock
 from embudget.search import loop
@@ -110,6 +110,9 @@ def test_cell_config_sets_the_cell_and_keeps_the_base(tmp_path: Path) -> None:
         cell = grid.cell_config(grid.Cell("lastfm", model, "bet", 0.8, 0))
         assert cell.train == load_config(overrides=[f"model.name={model}"]).train
         assert grid.preset(cell) == "faithful" and grid.deviations(cell) == {}
+        # the command line's default (fast=None): fast mode where config.FAST_BY_DEFAULT says
+        auto = grid.cell_config(grid.Cell("lastfm", model, "bet", 0.8, 0), grid.Settings(fast=None))
+        assert grid.preset(auto) == ("fast" if model in FAST_BY_DEFAULT else "faithful")
     dev = grid.cell_config(
         grid.Cell("x", "mf", "bet", 0.8, 0), grid.Settings(updates={"device": "cuda"})
     )

@@ -257,17 +257,20 @@ def load_config(
     overrides: Iterable[str] = (),
     base: RunConfig | None = None,
     updates: Mapping[str, Any] | None = None,
-    fast: bool = False,
+    fast: bool | None = False,
 ) -> RunConfig:
     """Resolve a :class:`RunConfig` from defaults, backbone defaults, the fast preset (when
-    ``fast``), YAML files, a mapping and overrides (later wins)."""
+    ``fast``), YAML files, a mapping and overrides (later wins).
+
+    ``fast=None`` is the command line's default: fast mode for the backbones in
+    :data:`FAST_BY_DEFAULT`, the faithful procedure for the others."""
     files = list(files)
     overrides = list(overrides)
     start = base or RunConfig()
     # the backbone (which the user's settings may choose) decides the layers under them
     name = _apply(start, files, updates, overrides).model.name
     layered = _merge(start, BACKBONE_DEFAULTS.get(name, {}))
-    if fast:
+    if is_fast(fast, name):
         layered = _merge(layered, fast_preset(name))
     return validate(_apply(layered, files, updates, overrides))
 
@@ -317,6 +320,18 @@ FAST_BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
         }
     },
 }
+
+
+#: Backbones whose ``embudget search`` / ``bench`` run fast mode unless ``--faithful`` is given:
+#: those where the fast search was measured end to end at or above the faithful one and above
+#: SU (Gowalla; RESULTS.md, "Where issue 6's evidence stands"). The others run the faithful
+#: procedure unless ``--fast`` is given.
+FAST_BY_DEFAULT: frozenset[str] = frozenset({"mf", "lightgcn"})
+
+
+def is_fast(fast: bool | None, backbone: str) -> bool:
+    """Whether ``fast`` (True, False, or None for the backbone's default) means fast mode."""
+    return fast if fast is not None else backbone in FAST_BY_DEFAULT
 
 
 def fast_preset(backbone: str) -> dict[str, Any]:

@@ -123,7 +123,8 @@ class Settings:
     files: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     updates: Mapping[str, Any] | None = None
-    fast: bool = False  # start from config.fast_preset(backbone)
+    # start from config.fast_preset(backbone): always, never, or (None) per config.FAST_BY_DEFAULT
+    fast: bool | None = False
 
 
 def _deep_update(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
