@@ -19,10 +19,13 @@ from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError
 log = logging.getLogger("embudget")
 
 
+_BACKBONES = ("mf", "ncf", "ngcf", "lightgcn")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     p.add_argument("--dataset", help="dataset name (gowalla, yelp2018, lastfm, ml-100k) or path")
-    p.add_argument("--model", choices=["mf", "ncf", "ngcf", "lightgcn"], help="backbone")
+    p.add_argument("--model", choices=_BACKBONES, help="backbone")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     p.add_argument(
@@ -59,12 +62,12 @@ def _ints(text: str) -> list[int]:
 
 
 FAST_HELP = (
-    "fast mode (the default for MF and LightGCN): cheap probes on a fixed user sample and a "
-    "batch-fitted predictor; for MF and NCF also nested (weight-sharing) pretraining and "
-    "warm-started retraining (config.fast_preset; --set wins)"
+    "fast mode (the default for {fast}): cheap probes on a fixed user sample and a batch-fitted "
+    "predictor; for MF and NCF also nested (weight-sharing) pretraining and warm-started "
+    "retraining (config.fast_preset; --set wins)"
 )
 FAITHFUL_HELP = (
-    "the paper's procedure (bet.md defaults, the default for NCF and NGCF): standard "
+    "the paper's procedure (bet.md defaults; the default for {faithful}): standard "
     "pretraining, probes fine-tuned for h epochs, single-pair predictor updates, retraining "
     "from scratch"
 )
@@ -72,10 +75,20 @@ FAITHFUL_HELP = (
 
 def _add_mode_options(p: argparse.ArgumentParser) -> None:
     """--fast / --faithful; neither: the backbone's default (config.FAST_BY_DEFAULT)."""
+    from embudget.config import FAST_BY_DEFAULT
+
+    fast = ", ".join(b for b in _BACKBONES if b in FAST_BY_DEFAULT)
+    faithful = ", ".join(b for b in _BACKBONES if b not in FAST_BY_DEFAULT)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", dest="fast", action="store_const", const=True, help=FAST_HELP)
     mode.add_argument(
-        "--faithful", dest="fast", action="store_const", const=False, help=FAITHFUL_HELP
+        "--fast", dest="fast", action="store_const", const=True, help=FAST_HELP.format(fast=fast)
+    )
+    mode.add_argument(
+        "--faithful",
+        dest="fast",
+        action="store_const",
+        const=False,
+        help=FAITHFUL_HELP.format(faithful=faithful),
     )
 
 
@@ -110,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument("--out", default="runs/demo", help="directory for the three runs")
     p_demo.add_argument("--dataset", default="gowalla", help="dataset name or path")
-    p_demo.add_argument("--model", default="mf", choices=["mf", "ncf", "ngcf", "lightgcn"])
+    p_demo.add_argument("--model", default="mf", choices=_BACKBONES)
     p_demo.add_argument("--sparsity", type=float, default=0.8)
     p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_mode_options(p_demo)
