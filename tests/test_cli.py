@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from embudget.cli import main
-from embudget.config import load_config
+from embudget.config import FAST_BY_DEFAULT, load_config
 
 
 @pytest.mark.slow
@@ -94,7 +94,6 @@ def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
 
 def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> None:
     from embudget.cli import _resolve_config, build_parser
-    from embudget.config import FAST_BY_DEFAULT
 
     def resolve(*argv: str) -> Any:
         return _resolve_config(build_parser().parse_args(["search", "--out", "r", *argv]))
