@@ -37,13 +37,14 @@ log = logging.getLogger(__name__)
 #: Known dataset names and their file format.
 KNOWN_DATASETS: dict[str, str] = {
     "gowalla": "lightgcn",
+    "gowalla-mini": "lightgcn",
     "yelp2018": "lightgcn",
     "lastfm": "lastfm",
     "ml-100k": "recbole",
 }
 #: Datasets shipped inside the package (``embudget/datasets/<name>``).
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "datasets"
-SHIPPED_DATASETS = ("gowalla",)
+SHIPPED_DATASETS = ("gowalla", "gowalla-mini")
 FORMATS = ("auto", "lightgcn", "lastfm", "recbole", "movielens", "csv")
 PROTOCOLS = {"paper": "paper", "p": "paper", "standard": "standard", "s": "standard"}
 _EXPECTED_FILES = (
