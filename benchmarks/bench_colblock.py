@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from embudget.data import load_dataset
-from embudget.graph import sym_norm_adjacency
+from embudget.models.graph import sym_norm_adjacency
 
 
 def _torch_csr(m: sp.csr_matrix) -> torch.Tensor:

@@ -42,7 +42,7 @@ D_MAX = 128
 
 
 def _sizes(sparsity: float, sizes_file: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from embudget.budget import Budget
+    from embudget.budget.core import Budget
     from embudget.data import load_dataset
     from embudget.search.actions import RankAssignment
     from embudget.search.sampler import BoundedSampler
@@ -63,9 +63,9 @@ def _sizes(sparsity: float, sizes_file: str | None) -> tuple[np.ndarray, np.ndar
 
 
 def _model(storage: str, us: np.ndarray, vs: np.ndarray, name: str = "lightgcn") -> Any:
-    from embudget.compact import to_compact
     from embudget.data import load_dataset
     from embudget.models import build_model
+    from embudget.tables.compact import to_compact
 
     ds = load_dataset("gowalla")
     model = build_model(
@@ -91,7 +91,7 @@ def child_train(args: argparse.Namespace) -> dict[str, Any]:
     before = _peak_mb()
     model, ds = _model(args.storage, us, vs)
     sampler = BPRSampler(ds.train, batch_users=10000, rng=np.random.default_rng(0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as embudget.train
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as embudget.training.fit
     steps = args.steps or -(-ds.train.nnz // 10000)
     t0 = time.perf_counter()
     model.train()
@@ -111,7 +111,7 @@ def child_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_serve(args: argparse.Namespace) -> dict[str, Any]:
-    from embudget.serve import Recommender
+    from embudget.deploy.serve import Recommender
 
     t0 = time.perf_counter()
     if args.storage == "compact":
@@ -119,8 +119,8 @@ def child_serve(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from safetensors.torch import load_file
 
-        from embudget.compact import load_weights
-        from embudget.export import load
+        from embudget.deploy.export import load
+        from embudget.tables.compact import load_weights
 
         ex = load(args.path)  # ids and interactions; the model is replaced by the dense one
         from embudget.models import build_model
@@ -151,7 +151,7 @@ def _run_child(*argv: str) -> dict[str, Any]:
 # the parent
 # --------------------------------------------------------------------------------------------
 def bench_bytes(sizes: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
-    from embudget.memory import memory_report
+    from embudget.budget.memory import memory_report
 
     print("\n== 1. bytes of the ID tables (dense fp32 table = 100 %)")
     print(
@@ -182,8 +182,8 @@ def bench_lookup(sizes: dict[float, tuple[np.ndarray, np.ndarray]], repeats: int
 
 
 def _lookup_case(c: float, s: np.ndarray, g: torch.Generator, repeats: int) -> None:
-    from embudget.compact import CompactEmbedding
-    from embudget.embedding import SizedEmbedding
+    from embudget.tables.compact import CompactEmbedding
+    from embudget.tables.sized import SizedEmbedding
 
     masked = SizedEmbedding(s.size, D_MAX, s)
     with torch.no_grad():
@@ -206,16 +206,16 @@ def _lookup_case(c: float, s: np.ndarray, g: torch.Generator, repeats: int) -> N
 
 def bench_precision(dataset: str, steps: int, sizes_file: str | None) -> None:
     """Recall@20 on the test split of an MF model trained compact at 80 %, by export dtype."""
-    from embudget.budget import Budget
-    from embudget.compact import to_compact
+    from embudget.budget.core import Budget
     from embudget.config import TrainConfig
     from embudget.data import load_dataset
-    from embudget.evaluate import evaluate
-    from embudget.export import export_model, load
+    from embudget.deploy.export import export_model, load
     from embudget.models import build_model
     from embudget.search.actions import Action, RankAssignment
     from embudget.search.sampler import BoundedSampler
-    from embudget.train import fit
+    from embudget.tables.compact import to_compact
+    from embudget.training.evaluate import evaluate
+    from embudget.training.fit import fit
 
     ds = load_dataset(dataset)
     B = Budget(sparsity=0.8).resolve(ds.n_entities, D_MAX)
@@ -319,9 +319,9 @@ def main() -> None:
                 )
         print("\n== 3. peak RSS, recommend k=20 for 1,000 users (LightGCN, propagation included)")
         print("sparsity  storage   peak RSS MB   file MB   seconds")
-        from embudget.compact import to_masked
-        from embudget.experiment import save_weights
-        from embudget.export import export_model
+        from embudget.deploy.export import export_model
+        from embudget.pipeline.experiment import save_weights
+        from embudget.tables.compact import to_masked
 
         with tempfile.TemporaryDirectory() as tmp:
             for c, (us, vs) in sizes.items():

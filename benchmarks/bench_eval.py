@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from embudget.data import Dataset, load_dataset
-from embudget.evaluate import _batch_size, evaluate
+from embudget.training.evaluate import _batch_size, evaluate
 
 
 def load_gowalla() -> Dataset:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from embudget.config import load_config
-from embudget.experiment import PRETRAIN_STREAM, load_data, make_model
 from embudget.io import resolve_device, write_json
-from embudget.search.loop import nested_sizes
+from embudget.pipeline.experiment import PRETRAIN_STREAM, load_data, make_model
+from embudget.pipeline.run import nested_sizes
 from embudget.seeds import int_seed
-from embudget.train import fit, validation_users
+from embudget.training.fit import fit, validation_users
 
 
 def floats(text: str) -> list[float]:

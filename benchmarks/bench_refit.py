@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from embudget.budget import uniform_sizes
+from embudget.budget.core import uniform_sizes
 from embudget.config import load_config
-from embudget.experiment import load_data, make_model, start_run
 from embudget.io import RunDir
+from embudget.pipeline.experiment import load_data, make_model, start_run
+from embudget.pipeline.run import pretrain, resolve_budget
 from embudget.search.actions import Action, RankAssignment
-from embudget.search.loop import pretrain, resolve_budget
-from embudget.train import validate, validation_users
+from embudget.training.fit import validate, validation_users
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fast_fidelity import sample_actions  # noqa: E402  (the same 20 draws as the reference)

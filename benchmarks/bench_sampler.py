@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from embudget.budget import Budget
+from embudget.budget.core import Budget
 from embudget.search import BoundedSampler, RankAssignment
 
 N_USERS, N_ITEMS = 29_858, 40_981

@@ -19,13 +19,13 @@ import time
 import numpy as np
 import torch
 
-from embudget.budget import Budget
+from embudget.budget.core import Budget
 from embudget.data import load_dataset
 from embudget.models import build_model
 from embudget.search.actions import RankAssignment
 from embudget.search.predictor import DeepSetsPredictor, PredictorTrainer, greedy
 from embudget.search.sampler import BoundedSampler
-from embudget.train import Schedule, finetune, validate
+from embudget.training.fit import Schedule, finetune, validate
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from embudget.data import BPRSampler, load_dataset
-from embudget.graph import Backend
 from embudget.models import MODELS, LightGCN, build_model
+from embudget.models.graph import Backend
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 PAIR: tuple[Backend, Backend] = ("csr", "coo_autograd")
@@ -54,7 +54,7 @@ def _fmt(times: list[float]) -> str:
 
 
 def _step_fn(model: torch.nn.Module, batches: list[Batch]) -> Callable[[], None]:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as embudget.train
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as embudget.training.fit
     it = iter(range(10**9))
 
     def step() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embudget.stats import align_per_user, paired_ttest
+from embudget.bench.stats import align_per_user, paired_ttest
 
 
 def _load(path: str) -> dict[str, np.ndarray]:

@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from embudget.budget import uniform_sizes
+from embudget.budget.core import uniform_sizes
 from embudget.config import load_config
-from embudget.experiment import load_data, start_run
 from embudget.io import RunDir
+from embudget.pipeline.experiment import load_data, start_run
+from embudget.pipeline.run import Searcher, make_sampler, pretrain, resolve_budget
 from embudget.search.actions import Action, RankAssignment
-from embudget.search.loop import Searcher, make_sampler, pretrain, resolve_budget
 from embudget.seeds import np_rng
 
 

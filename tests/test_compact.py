@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embudget.compact import (
+from embudget.models import Backbone, build_model
+from embudget.tables.compact import (
     CompactEmbedding,
     compact_pays,
     is_compact,
@@ -19,8 +20,7 @@ from embudget.compact import (
     to_compact,
     to_masked,
 )
-from embudget.embedding import SizedEmbedding
-from embudget.models import Backbone, build_model
+from embudget.tables.sized import SizedEmbedding
 
 NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 NU, NI, D = 30, 24, 16

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError, EmbudgetError
-from embudget.evaluate import EvalResult, ScoreError, _n_groups, evaluate, top_k
+from embudget.training.evaluate import EvalResult, ScoreError, _n_groups, evaluate, top_k
 
 TOL = 1e-4
 NEG_INF = float("-inf")

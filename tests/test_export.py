@@ -15,17 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from embudget.budget import check_budget
-from embudget.compact import CompactEmbedding, to_compact, to_masked
+from embudget.budget.core import check_budget
+from embudget.budget.memory import params_for_bytes
 from embudget.config import load_config
 from embudget.data import load_dataset
+from embudget.deploy.export import bucket_sizes, export_model, export_run, load
 from embudget.errors import BudgetError, BudgetErrorType, ExportError
-from embudget.evaluate import evaluate
-from embudget.export import bucket_sizes, export_model, export_run, load
 from embudget.io import load_npz
-from embudget.memory import params_for_bytes
 from embudget.models import Backbone, build_model
-from embudget.search import loop
+from embudget.pipeline import run as loop
+from embudget.tables.compact import CompactEmbedding, to_compact, to_masked
+from embudget.training.evaluate import evaluate
 
 NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 NU, NI, D = 30, 24, 16

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from embudget import grid
+from embudget.bench import grid
 from embudget.cli import main
 from embudget.config import FAST_BY_DEFAULT, load_config
 from embudget.errors import ConfigError
 from embudget.io import file_lock
-from embudget.search import loop
+from embudget.pipeline import run as loop
 from embudget.search.actions import Action
 
 TINY = [

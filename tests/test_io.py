@@ -17,7 +17,7 @@ from embudget.io import (
     write_json,
 )
 from embudget.seeds import int_seed, np_rng
-from embudget.train import Schedule
+from embudget.training.fit import Schedule
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_schedule_matches_iterative_decay() -> None:
 
 def test_resume_accepts_another_device_but_not_another_procedure(tmp_path: Path) -> None:
     from embudget.config import load_config
-    from embudget.experiment import open_run
+    from embudget.pipeline.experiment import open_run
 
     cfg = load_config(overrides=["model.name=mf"])
     run, _ = open_run(cfg, tmp_path / "r", overwrite=False, resume=False)

@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embudget.budget import repair
+from embudget.budget.core import repair
+from embudget.budget.memory import fixed_overhead, memory_report, params_for_bytes, table_bytes
 from embudget.config import load_config
 from embudget.errors import BudgetError, BudgetErrorType, ConfigError
-from embudget.memory import fixed_overhead, memory_report, params_for_bytes, table_bytes
 from embudget.models import build_model
 
 US, VS = np.array([2, 3]), np.array([4])  # 2 users, 1 item, d_max 8

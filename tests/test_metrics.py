@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embudget.errors import ConfigError
-from embudget.metrics import QUALITY_KEYS, has_quality, quality, ranking_metrics
+from embudget.training.metrics import QUALITY_KEYS, has_quality, quality, ranking_metrics
 
 TOL = 1e-4
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from embudget import grid, report
+from embudget.bench import grid, report
 from embudget.cli import main
 from embudget.errors import RunDirError
 from embudget.io import save_npz

@@ -12,11 +12,11 @@ import torch
 
 from embudget.cli import main
 from embudget.config import load_config
+from embudget.deploy.export import export_model
+from embudget.deploy.serve import Recommender, read_user_file
 from embudget.errors import ConfigError, UnknownIdError
-from embudget.export import export_model
 from embudget.models import build_model
-from embudget.search import loop
-from embudget.serve import Recommender, read_user_file
+from embudget.pipeline import run as loop
 
 NU, NI, D = 12, 9, 8
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from embudget.bench.stats import align_per_user, paired_ttest
 from embudget.errors import ConfigError
-from embudget.stats import align_per_user, paired_ttest
 
 
 def test_hand_checked_example() -> None:

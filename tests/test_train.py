@@ -10,11 +10,11 @@ from embudget.config import TrainConfig, load_config
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError
-from embudget.experiment import run_train, selection_users
 from embudget.models import build_model
-from embudget.search.loop import pretrain_key
+from embudget.pipeline.experiment import run_train, selection_users
+from embudget.pipeline.run import pretrain_key
 from embudget.seeds import torch_generator
-from embudget.train import fit, validate, validation_users
+from embudget.training.fit import fit, validate, validation_users
 
 CFG = TrainConfig(batch_users=1000, eval_every_steps=40, patience=2, max_steps=200)
 

@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
 
 if TYPE_CHECKING:
-    from embudget.export import load
+    from embudget.deploy.export import load
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that ``import embudget`` (and the CLI's --help) does not import torch.
     if name == "load":
-        from embudget.export import load
+        from embudget.deploy.export import load
 
         return load
     raise AttributeError(f"module 'embudget' has no attribute {name!r}")

@@ -209,7 +209,7 @@ def _fmt_metrics(block: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from embudget.experiment import HEADLINE, run_train
+    from embudget.pipeline.experiment import HEADLINE, run_train
 
     cfg = _resolve_config(args)
     res = run_train(
@@ -223,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from embudget.export import export_run
+    from embudget.deploy.export import export_run
 
     meta = export_run(
         args.run_dir, args.out, fmt=args.format, dtype=args.dtype, overwrite=args.overwrite
@@ -239,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from embudget.serve import Recommender, read_user_file
+    from embudget.deploy.serve import Recommender, read_user_file
 
     users = args.user if args.user else read_user_file(args.users_file)
     out = Recommender.load(args.path).recommend(users, k=args.k, exclude=args.exclude)
@@ -252,7 +252,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from embudget.search.loop import run_search
+    from embudget.pipeline.run import run_search
 
     cfg = _resolve_config(args)
     res = run_search(
@@ -273,7 +273,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from embudget.demo import format_table, run_demo
+    from embudget.bench.demo import format_table, run_demo
 
     rows = run_demo(
         args.out,
@@ -289,7 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from embudget.grid import RESULTS_FILE, Settings, run_grid
+    from embudget.bench.grid import RESULTS_FILE, Settings, run_grid
 
     updates = {"device": args.device} if args.device else None
     settings = Settings(tuple(args.config), tuple(args.set), updates, fast=args.fast)
@@ -321,7 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from embudget.report import write_report
+    from embudget.bench.report import write_report
 
     rep = write_report(args.results_dir, args.out, plot=args.plot)
     for note in rep.notes:

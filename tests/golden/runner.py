@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from embudget.config import load_config
-from embudget.experiment import run_train
-from embudget.search.loop import run_search
+from embudget.pipeline.experiment import run_train
+from embudget.pipeline.run import run_search
 
 
 def run_case(command: str, overrides: list[str], fast: bool, out: Path, cache: Path) -> None:

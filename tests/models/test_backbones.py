@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from embudget.embedding import SizedEmbedding
 from embudget.errors import ConfigError
 from embudget.models import MODELS, NCF, Backbone, LightGCN, build_model, model_defaults
+from embudget.tables.sized import SizedEmbedding
 
 NAMES = ["mf", "ncf", "ngcf", "lightgcn"]
 N = 20  # users = items

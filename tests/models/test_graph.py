@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embudget.errors import ConfigError
-from embudget.graph import (
+from embudget.models.graph import (
     SparseAdjacency,
     bipartite_adjacency,
     row_norm_adjacency,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embudget.budget import (
+from embudget.budget.core import (
     Budget,
     budget_summary,
     check_budget,

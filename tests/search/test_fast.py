@@ -10,18 +10,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embudget.budget import check_budget
+from embudget.budget.core import check_budget
 from embudget.config import FAST_BACKBONE_PRESETS, FAST_PRESET, TrainConfig, load_config
 from embudget.data import load_dataset
 from embudget.errors import ConfigError
 from embudget.io import load_npz
 from embudget.models.mf import MF
-from embudget.search import loop
+from embudget.pipeline import run as loop
 from embudget.search.actions import RankAssignment
 from embudget.search.nested import NestedSizes
 from embudget.search.predictor import DeepSetsPredictor, PredictorTrainer
 from embudget.seeds import np_rng
-from embudget.train import fit
+from embudget.training.fit import fit
 
 from .test_loop import SETTINGS
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from embudget.budget import check_budget
+from embudget.budget.core import check_budget
 from embudget.config import RunConfig, load_config
 from embudget.data import load_dataset
 from embudget.io import file_lock, load_npz
-from embudget.search import loop
+from embudget.pipeline import run as loop
 from embudget.search.actions import Action, RankAssignment
 
 SETTINGS = [
@@ -138,7 +138,7 @@ def test_baselines_share_the_harness(tmp_path: Path) -> None:
 
 
 def test_train_and_full_method_give_the_same_model(tmp_path: Path) -> None:
-    from embudget.experiment import run_train
+    from embudget.pipeline.experiment import run_train
 
     cfg = _cfg(tmp_path, "search.method=full", "search.iterations=1")
     trained = run_train(cfg, tmp_path / "train", progress=False)

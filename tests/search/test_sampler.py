@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import embudget.search.sampler as sampler_mod
-from embudget.budget import Budget, check_budget, repair
+from embudget.budget.core import Budget, check_budget, repair
 from embudget.errors import BudgetError, BudgetErrorType, ConfigError, SamplerError
 from embudget.search.actions import Action, RankAssignment, rank_order
 from embudget.search.sampler import BETA_MAX, FAMILIES, BoundedSampler, draw_family

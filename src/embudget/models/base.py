@@ -1,6 +1,6 @@
 """The contract every backbone follows.
 
-A backbone owns one or more :class:`~embudget.embedding.SizedEmbedding` tables per entity type
+A backbone owns one or more :class:`~embudget.tables.sized.SizedEmbedding` tables per entity type
 (user, item), reads them only through ``table(ids)`` / ``table.full()`` so that the storage can
 be swapped (masked or compact), and exposes:
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embudget.embedding import SizedEmbedding, SizesLike
+from embudget.tables.sized import SizedEmbedding, SizesLike
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 

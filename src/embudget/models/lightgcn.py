@@ -8,9 +8,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from embudget.embedding import SizedEmbedding
-from embudget.graph import SparseAdjacency
 from embudget.models.base import Backbone, Scorer, bpr_loss, common_width, dot_scorer
+from embudget.models.graph import SparseAdjacency
+from embudget.tables.sized import SizedEmbedding
 
 
 class LightGCN(Backbone):

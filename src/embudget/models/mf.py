@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from embudget.embedding import SizedEmbedding
 from embudget.models.base import Backbone, Scorer, bpr_loss, common_width, dot_scorer
+from embudget.tables.sized import SizedEmbedding
 
 
 class MF(Backbone):

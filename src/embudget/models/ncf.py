@@ -14,8 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from embudget.embedding import SizedEmbedding
 from embudget.models.base import Backbone, Scorer, bpr_loss
+from embudget.tables.sized import SizedEmbedding
 
 #: memory bound of one (users, items, d_max) float32 chunk in :meth:`NCF.scorer`. Small enough
 #: to stay in cache: on Gowalla (one thread) 4 MiB chunks score ~4x faster than 256 MiB ones

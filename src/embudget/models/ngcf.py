@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embudget.embedding import SizedEmbedding
-from embudget.graph import SparseAdjacency
 from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
+from embudget.models.graph import SparseAdjacency
+from embudget.tables.sized import SizedEmbedding
 
 
 class MessageDropout(nn.Module):

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from embudget.budget import check_feasible, repair_histograms
+from embudget.budget.core import check_feasible, repair_histograms
 from embudget.errors import BudgetError, BudgetErrorType, ConfigError, SamplerError
 from embudget.search.actions import Action
 

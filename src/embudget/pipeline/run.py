@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from embudget import __version__
-from embudget.budget import (
+from embudget.budget.core import (
     Budget,
     budget_summary,
     check_budget,
@@ -38,12 +38,22 @@ from embudget.budget import (
     sampler_budget,
     uniform_sizes,
 )
-from embudget.compact import compact_pays, is_compact, load_weights, to_compact
+from embudget.budget.memory import memory_report, params_for_bytes
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
-from embudget.evaluate import EvalResult
-from embudget.experiment import (
+from embudget.io import (
+    RunDir,
+    append_jsonl,
+    file_lock,
+    load_torch,
+    save_npz,
+    save_torch,
+    write_json,
+    write_text,
+)
+from embudget.models.base import Backbone
+from embudget.pipeline.experiment import (
     PRETRAIN_STREAM,
     load_data,
     make_model,
@@ -55,18 +65,6 @@ from embudget.experiment import (
     start_run,
     tables_per_entity,
 )
-from embudget.io import (
-    RunDir,
-    append_jsonl,
-    file_lock,
-    load_torch,
-    save_npz,
-    save_torch,
-    write_json,
-    write_text,
-)
-from embudget.memory import memory_report, params_for_bytes
-from embudget.models.base import Backbone
 from embudget.search.actions import Action, RankAssignment
 from embudget.search.nested import NestedSizes
 from embudget.search.predictor import (
@@ -79,7 +77,9 @@ from embudget.search.predictor import (
 )
 from embudget.search.sampler import BoundedSampler
 from embudget.seeds import int_seed, np_rng, torch_generator
-from embudget.train import Schedule, finetune, fit, validate, validation_users
+from embudget.tables.compact import compact_pays, is_compact, load_weights, to_compact
+from embudget.training.evaluate import EvalResult
+from embudget.training.fit import Schedule, finetune, fit, validate, validation_users
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def resolve_budget(cfg: RunConfig, dataset: Dataset) -> tuple[int, int]:
     """(B for the whole model's ID tables, B for one size per entity).
 
     A byte budget becomes B after subtracting the size-independent overhead of the chosen
-    storage (bet.md §14.2, :func:`embudget.memory.params_for_bytes`).
+    storage (bet.md §14.2, :func:`embudget.budget.memory.params_for_bytes`).
     """
     b = cfg.budget
     tables = tables_per_entity(cfg)

@@ -21,7 +21,6 @@ from embudget.config import ModelConfig, RunConfig, load_config
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
-from embudget.evaluate import EvalResult
 from embudget.io import (
     RunDir,
     append_jsonl,
@@ -36,7 +35,8 @@ from embudget.io import (
 from embudget.models import build_model
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, torch_generator
-from embudget.train import fit, validate, validation_users
+from embudget.training.evaluate import EvalResult
+from embudget.training.fit import fit, validate, validation_users
 
 log = logging.getLogger(__name__)
 

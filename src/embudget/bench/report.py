@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from embudget import __version__
+from embudget.bench.grid import RESULTS_FILE, load_results
+from embudget.bench.stats import paired_ttest
 from embudget.errors import ConfigError, RunDirError
-from embudget.grid import RESULTS_FILE, load_results
 from embudget.io import atomic_path, load_npz, write_text
-from embudget.stats import paired_ttest
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def compare(
 
     Each user's score is first averaged over the seeds both rows have; the test then runs over
     the users evaluated in every one of those runs. Returns the
-    :func:`~embudget.stats.paired_ttest` dict and the seeds used.
+    :func:`~embudget.bench.stats.paired_ttest` dict and the seeds used.
     """
     seeds = sorted(set(a.runs) & set(b.runs))
     if not seeds:
@@ -307,8 +307,8 @@ def _deviations(results_dir: Path, runs: Sequence[Run]) -> dict[str, Any]:
     """Union of the non-faithful settings of the runs' resolved configs (bet.md §14.7); a
     setting whose value differs between runs lists every value, ``a | b`` (``default`` for runs
     that keep the faithful value)."""
+    from embudget.bench.grid import deviations
     from embudget.config import load_config
-    from embudget.grid import deviations
 
     per_run = []
     for r in runs:
@@ -551,7 +551,7 @@ def _write_pareto(table: Table, fig_dir: Path, Figure: Any) -> tuple[Path, Path]
 def _write_sizes(table: Table, results_dir: Path, fig_dir: Path, Figure: Any) -> Path | None:
     """Assigned size against training-popularity rank, users and items (first seed per row)."""
     from embudget.config import load_config
-    from embudget.experiment import load_data
+    from embudget.pipeline.experiment import load_data
 
     rows = [r for r in table.rows if r.method != "full"]
     picks = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from embudget.config import is_fast, load_config
-from embudget.search.loop import run_search
+from embudget.pipeline.run import run_search
 
 #: Reductions of the training settings (bet.md Appendix A) that make the demo short.
 DEMO_TRAIN: tuple[str, ...] = (

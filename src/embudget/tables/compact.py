@@ -2,7 +2,7 @@
 
 :class:`CompactEmbedding` keeps the jagged layout: one flat ``values`` parameter of length
 Σ d_n (row n is ``values[offsets[n]:offsets[n + 1]]``) plus int64 ``offsets``. It has the interface
-of :class:`~embudget.embedding.SizedEmbedding` that the backbones use (``forward(ids)`` and
+of :class:`~embudget.tables.sized.SizedEmbedding` that the backbones use (``forward(ids)`` and
 ``full()`` return zero-padded ``d_max``-wide rows), so every backbone trains and scores with it
 unchanged, and its gradients and Adam state scale with Σ sizes instead of ``num · d_max``.
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from embudget.embedding import SizedEmbedding, SizesLike, as_sizes, check_width
+from embudget.tables.sized import SizedEmbedding, SizesLike, as_sizes, check_width
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class CompactEmbedding(nn.Module):
 
     def full(self, width: int | None = None) -> torch.Tensor:
         """The whole zero-padded table, ``(num, width)`` (``width`` defaults to ``d_max``; see
-        :meth:`SizedEmbedding.full <embudget.embedding.SizedEmbedding.full>`)."""
+        :meth:`SizedEmbedding.full <embudget.tables.sized.SizedEmbedding.full>`)."""
         w = self.d_max if width is None else check_width(width, self.width, self.d_max)
         out = self.values.new_zeros(self.num, w)
         return out.masked_scatter(self.mask()[:, :w], self.values)

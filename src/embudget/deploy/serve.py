@@ -24,10 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embudget.deploy.export import Exported, load
 from embudget.errors import ConfigError, UnknownIdError
-from embudget.evaluate import top_k
-from embudget.export import Exported, load
 from embudget.models.base import Scorer
+from embudget.training.evaluate import top_k
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Recommendations:
 
 
 class Recommender:
-    """Scores and top-k lists over an :class:`~embudget.export.Exported` model.
+    """Scores and top-k lists over an :class:`~embudget.deploy.export.Exported` model.
 
     Args:
         exported: a loaded export.

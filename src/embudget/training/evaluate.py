@@ -24,7 +24,7 @@ import torch
 
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError, EmbudgetError
-from embudget.metrics import check_ks, has_quality, quality, ranking_metrics
+from embudget.training.metrics import check_ks, has_quality, quality, ranking_metrics
 
 logger = logging.getLogger(__name__)
 

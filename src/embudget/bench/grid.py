@@ -1,7 +1,7 @@
 """The reproduction grid as one resumable command (``embudget bench``, protocol.md §9.2).
 
 A grid is datasets × backbones × methods × sparsities × seeds. Each cell runs
-:func:`~embudget.search.loop.run_search` into ``RESULTS_DIR/runs/<cell-id>-<hash8>/`` and, once
+:func:`~embudget.pipeline.run.run_search` into ``RESULTS_DIR/runs/<cell-id>-<hash8>/`` and, once
 finished, appends its records to ``RESULTS_DIR/results.jsonl`` in the long format of
 protocol.md §9.2: one line per (run, split, metric, K), all lines of a cell in one write.
 
@@ -32,7 +32,7 @@ from embudget import __version__
 from embudget.config import RunConfig, load_config
 from embudget.errors import ConfigError
 from embudget.io import file_lock, write_text
-from embudget.search.loop import run_search
+from embudget.pipeline.run import run_search
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 from embudget.config import TrainConfig
 from embudget.data.dataset import Dataset
 from embudget.data.sampling import BPRSampler
-from embudget.evaluate import EvalResult, evaluate
 from embudget.io import load_torch, save_torch
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, np_rng
+from embudget.training.evaluate import EvalResult, evaluate
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Per-user ranking metrics (protocol.md §5) and the BET quality Q (bet.md §6).
 
 Every function here is pure: it maps hit indicators of ranked lists to per-user values.
-Ranking, exclusion and tie handling live in :mod:`embudget.evaluate`.
+Ranking, exclusion and tie handling live in :mod:`embudget.training.evaluate`.
 """
 
 from __future__ import annotations

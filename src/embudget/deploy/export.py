@@ -11,7 +11,7 @@ Formats (one file each, tensors plus JSON metadata):
   changes the model (prefixes cut or zero-extended), so its scores differ from the run's.
 
 Precision: ``fp32`` (default), ``fp16``, or ``int8`` row-wise (uint8 codes, per-row fp32
-``.scale`` and ``.bias``: x ≈ code · scale + bias), counted by :mod:`embudget.memory`.
+``.scale`` and ``.bias``: x ≈ code · scale + bias), counted by :mod:`embudget.budget.memory`.
 
 What serving needs. Every export also holds the dense backbone weights (``dense.<name>``,
 fp32: NGCF transforms, NCF MLP), the training graph (``train.indptr`` / ``train.indices``),
@@ -40,13 +40,13 @@ import torch
 from torch import nn
 
 from embudget import __version__
-from embudget.budget import check_budget, check_feasible, repair, sampler_budget
-from embudget.compact import CompactEmbedding, is_compact, load_weights, to_compact
+from embudget.budget.core import check_budget, check_feasible, repair, sampler_budget
+from embudget.budget.memory import memory_report
 from embudget.errors import EmbudgetError, ExportError, RunDirError
 from embudget.io import atomic_path
-from embudget.memory import memory_report
 from embudget.models import build_model
 from embudget.models.base import Backbone
+from embudget.tables.compact import CompactEmbedding, is_compact, load_weights, to_compact
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def bucket_sizes(
     """Round sizes to multiples of ``step`` without exceeding ``budget`` (per-entity params).
 
     Sizes are rounded down, sizes below ``step`` raised to ``step`` (this adds parameters), then
-    :func:`~embudget.budget.repair` removes any excess in units of ``step`` with entity-index
+    :func:`~embudget.budget.core.repair` removes any excess in units of ``step`` with entity-index
     priority.
 
     Raises:
@@ -361,8 +361,8 @@ def export_run(
     from safetensors.torch import load_file
 
     from embudget.config import load_config
-    from embudget.experiment import load_data, make_model, model_options, tables_per_entity
     from embudget.io import load_npz, read_json
+    from embudget.pipeline.experiment import load_data, make_model, model_options, tables_per_entity
 
     run = Path(run_dir)
     need = ["config.yaml", "results.json", "model.safetensors"]

@@ -1,0 +1,1 @@
+"""Experiments over many runs: the resumable grid, reports, statistics and the demo."""

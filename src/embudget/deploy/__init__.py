@@ -1,0 +1,1 @@
+"""Finished tables for use elsewhere: export, load, recommend."""
