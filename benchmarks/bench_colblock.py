@@ -1,4 +1,4 @@
-"""Does restricting LightGCN's first propagation to the non-zero column blocks pay? (issue 6)
+"""Does restricting LightGCN's first propagation to the non-zero column blocks pay?
 
 A budgeted table E^(0) is zero past each row's size, so the first layer's Â·E^(0) can be
 computed block by block: columns [a, b) need only the rows whose size exceeds a, i.e.

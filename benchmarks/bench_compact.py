@@ -1,4 +1,4 @@
-"""Compact tables on Gowalla (protocol P) at d_max = 128 and 80/90/95 % sparsity (issue 4).
+"""Compact tables on Gowalla (protocol P) at d_max = 128 and 80/90/95 % sparsity.
 
 Sizes: a BET-style action, i.e. one draw of the bounded sampler assigned by frequency rank
 (``search.sampler`` + ``RankAssignment``), unless ``--sizes RUN_DIR/sizes.npz`` gives the sizes
@@ -320,7 +320,7 @@ def main() -> None:
         print("\n== 3. peak RSS, recommend k=20 for 1,000 users (LightGCN, propagation included)")
         print("sparsity  storage   peak RSS MB   file MB   seconds")
         from embudget.deploy.export import export_model
-        from embudget.pipeline.experiment import save_weights
+        from embudget.pipeline.rundir import save_weights
         from embudget.tables.compact import to_masked
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,8 +26,8 @@ from typing import Any
 
 from embudget.config import load_config
 from embudget.io import resolve_device, write_json
-from embudget.pipeline.experiment import PRETRAIN_STREAM, load_data, make_model
-from embudget.pipeline.run import nested_sizes
+from embudget.pipeline.build import PRETRAIN_STREAM, load_data, make_model
+from embudget.pipeline.pretrain import nested_sizes
 from embudget.seeds import int_seed
 from embudget.training.fit import fit, validation_users
 
@@ -55,7 +55,7 @@ def main() -> None:
         overrides=[
             f"data.name={args.dataset}",
             f"model.name={args.model}",
-            f"search.pretrain={args.pretrain}",
+            f"search.pretrain.mode={args.pretrain}",
             *args.set,
         ]
     )

@@ -1,4 +1,4 @@
-"""Closed-form repair of a truncated LightGCN table (issue 6; measured, not kept).
+"""Closed-form repair of a truncated LightGCN table (measured, not kept).
 
 LightGCN is linear in its ego table E: the final embeddings are F = P·E with
 P = (I + Â + Â² + Â³) / 4. Truncating rows to their sizes (mask M) loses F's quality; fine-tuning
@@ -18,7 +18,7 @@ Two measurements:
 
     python benchmarks/bench_refit.py --fidelity results/fidelity-lightgcn-h10-cpu.json --iters 0,2,5
     python benchmarks/bench_refit.py --sparsity 0.9 --rotate --iters 0,2 --tables su \\
-        results/gowalla-lightgcn-fast/runs/gowalla-lightgcn-bet-s0.9-seed0-f7615774/sizes.npz
+        results/gowalla-lightgcn-fast/runs/gowalla-lightgcn-bet-s0.9-seed0-2e3f3ea3/sizes.npz
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from scipy.stats import spearmanr
 from embudget.budget.core import uniform_sizes
 from embudget.config import load_config
 from embudget.io import RunDir
-from embudget.pipeline.experiment import load_data, make_model, start_run
-from embudget.pipeline.run import pretrain, resolve_budget
+from embudget.pipeline.build import load_data, make_model, resolve_budget
+from embudget.pipeline.pretrain import pretrain
+from embudget.pipeline.rundir import start_run
 from embudget.search.actions import Action, RankAssignment
 from embudget.training.fit import validate, validation_users
 
@@ -106,14 +107,14 @@ def main() -> None:
         "budget": {"sparsity": args.sparsity},
         "threads": 1,
         "cache_dir": args.cache,
-        "search": {"fitness_user_fraction": args.user_fraction},
+        "search": {"probe": {"user_fraction": args.user_fraction}},
     }
     cfg = load_config(overrides=overrides, updates=updates, fast=args.theta0 == "nested")
     run = RunDir(Path(args.workdir) / f"refit-{args.theta0}")
     run.path.mkdir(parents=True, exist_ok=True)
     device = start_run(cfg, run)
     ds = load_data(cfg)
-    _, per_entity = resolve_budget(cfg, ds)
+    per_entity = resolve_budget(cfg, ds).per_entity
     theta0 = pretrain(cfg, ds, device)
     assignment = RankAssignment(ds.user_freq, ds.item_freq)
     model = make_model(cfg, ds, device, "probe")

@@ -1,6 +1,6 @@
 """Wall time of one BET search iteration on Gowalla (protocol P, d_max = 128), split into its
 parts: sampling 100 candidates, predictor scoring + selection, the probe's fine-tune, the probe's
-evaluation, and the predictor update (bet.md §5–§6, §10; issue 3's benchmark).
+evaluation, and the predictor update (bet.md §5–§6, §10).
 
 Θ0 is a freshly initialised full-size model: the cost of a probe does not depend on how well
 Θ0 is trained. The fine-tune runs ``--epochs`` epochs (faithful h = 10; the default here, 1,

@@ -1,4 +1,4 @@
-"""Fidelity of fast-mode fitness against faithful fitness (issue 6, evidence 1).
+"""Fidelity of fast-mode fitness against faithful fitness (RESULTS.md, "Fast mode", 1–1c).
 
 The reference actions and their faithful fitness r = Q(Θ0 fine-tuned h epochs) / Q0 come
 either from a faithful search (its ``history.jsonl``) or, with ``--sample N``, from N fresh
@@ -6,7 +6,7 @@ draws of the bounded sampler, probed here the faithful way (standard Θ0, ``--fa
 epochs, all validation users). Every action is re-measured with cheap probes, and the script
 prints the Spearman correlation with the faithful fitness and the seconds per probe:
 
-- ``nested`` Θ0 (every prefix trained, ``search.pretrain=nested``) truncated to the action and
+- ``nested`` Θ0 (every prefix trained, ``search.pretrain.mode=nested``) truncated to the action and
   fine-tuned for each of ``--steps`` steps (0 = truncation only);
 - the standard Θ0 truncated and fine-tuned for each of ``--standard-steps`` (default 0 only),
   the ablation that shows what nesting buys.
@@ -41,9 +41,11 @@ from scipy.stats import spearmanr
 from embudget.budget.core import uniform_sizes
 from embudget.config import load_config
 from embudget.io import RunDir
-from embudget.pipeline.experiment import load_data, start_run
-from embudget.pipeline.run import Searcher, make_sampler, pretrain, resolve_budget
+from embudget.pipeline.build import load_data, make_model, resolve_budget
+from embudget.pipeline.pretrain import pretrain
+from embudget.pipeline.rundir import start_run
 from embudget.search.actions import Action, RankAssignment
+from embudget.search.loop import Searcher, make_sampler
 from embudget.seeds import np_rng
 
 
@@ -55,10 +57,11 @@ def measure(
     the probe index, so fine-tuning draws other batches (a test-retest of the same actions)."""
     device = start_run(cfg, run)
     ds = load_data(cfg)
-    _, per_entity = resolve_budget(cfg, ds)
+    per_entity = resolve_budget(cfg, ds).per_entity
     theta0 = pretrain(cfg, ds, device)
     assignment = RankAssignment(ds.user_freq, ds.item_freq)
-    searcher = Searcher(cfg, ds, device, theta0, assignment, per_entity)
+    model = make_model(cfg, ds, device, "probe")
+    searcher = Searcher(cfg, ds, model, theta0.state, assignment, per_entity, predictor=None)
     if steps is not None:
         searcher.probe_steps = steps
     t0 = time.perf_counter()
@@ -101,7 +104,7 @@ def main() -> None:
         "budget": {"sparsity": args.sparsity},
         "threads": args.threads,
         "cache_dir": args.cache,
-        "search": {"fitness_user_fraction": args.user_fraction},
+        "search": {"probe": {"user_fraction": args.user_fraction}},
     }
     out: dict[str, Any] = {"history": args.history, "rows": []}
     done: dict[str, dict[str, Any]] = {}  # variants measured by an earlier run into --out
@@ -144,11 +147,10 @@ def main() -> None:
         return r
 
     if faithful is None:  # sampled actions: probe them the faithful way first, on all users,
-        # so a run cut short (a device lease, a kill) still has the reference it is compared to
+        # so a run cut short (a device time limit, a kill) still has the reference it is compared to
         faithful_updates = dict(updates)
         faithful_updates["search"] = {
-            "fitness_user_fraction": 1.0,
-            "finetune_epochs": args.faithful_epochs,
+            "probe": {"user_fraction": 1.0, "epochs": args.faithful_epochs},
         }
         faithful_cfg = load_config(overrides=args.set, updates=faithful_updates)
         faithful = run_variant("faithful", None, faithful_cfg)
@@ -186,8 +188,7 @@ def _label(pre: str, steps: int | None) -> str:
 def sample_actions(cfg: Any, n: int) -> list[Action]:
     """``n`` draws of the bounded sampler at the config's budget (seeded by the config)."""
     ds = load_data(cfg)
-    _, per_entity = resolve_budget(cfg, ds)
-    sampler = make_sampler(cfg, ds, per_entity)
+    sampler = make_sampler(cfg, ds, resolve_budget(cfg, ds).per_entity)
     return sampler.sample_many(n, np_rng(cfg.seed, "fidelity-sample"))
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one prepared script for a short device lease (results in
+# The checks that need a GPU, as one prepared script for a short GPU machine loan (results in
 # BENCHMARKS.md, "One search iteration, split", and RESULTS.md 1c). Runs from the repository
 # root with the device's own python3 (torch with CUDA), the source tree on PYTHONPATH and
 # Last.fm carried in .devdata/ (Gowalla ships in the package):
@@ -8,9 +8,9 @@
 #
 # 1. smoke: a faithful and a --fast search on Last.fm on cuda (fails fast if the CUDA path breaks)
 # 2. one search iteration on Gowalla split into its parts, MF and LightGCN, on cuda
-# 3. LightGCN fidelity on Gowalla at the paper's h = 10 (issue 6, evidence 1), in the time left
+# 3. LightGCN fidelity on Gowalla at the paper's h = 10 (RESULTS.md 1c), in the time left
 #
-# Before the lease, here: mkdir -p .devdata && cp -r ../shared/data/lastfm ../shared/data/SHA256SUMS
+# Before the GPU run, here: mkdir -p .devdata && cp -r ../shared/data/lastfm ../shared/data/SHA256SUMS
 # .devdata/ && echo /.devdata/ >> .git/info/exclude; then the device tool's `run` with
 # carry [".devdata"]. While the machine is still warm, faithful grid cells fit well (RESULTS.md
 # 3c: ~4 min per LightGCN cell), e.g.
@@ -22,7 +22,7 @@ OUT=${OUT:-/tmp/embudget-gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 EMBUDGET_DATA=$PWD/.devdata
 PY=${PY:-python3}
-DEV=${DEV:-cuda}  # DEV=cpu runs the same script here, to check it before a lease
+DEV=${DEV:-cuda}  # DEV=cpu runs the same script here, to check it before a GPU run
 say() { echo "== $(date +%T) [${SECONDS}s] $*"; }
 
 say environment
@@ -34,8 +34,8 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')" || exit 1
 say "1. smoke: Last.fm LightGCN searches on $DEV"
 SMOKE="--dataset lastfm --model lightgcn --sparsity 0.8 --device "$DEV" --no-progress \
   --set cache_dir=/tmp/smoke-cache --set train.max_steps=60 --set train.eval_every_steps=30 \
-  --set search.iterations=3 --set search.candidates=20 --set search.retrain_top=1"
-$PY -m embudget.cli search $SMOKE --faithful --out /tmp/smoke-faithful --set search.finetune_epochs=1 \
+  --set search.iterations=3 --set search.sampler.candidates=20 --set search.retrain.top=1"
+$PY -m embudget.cli search $SMOKE --faithful --out /tmp/smoke-faithful --set search.probe.epochs=1 \
   || { say "smoke (faithful) FAILED"; exit 1; }
 $PY -m embudget.cli search $SMOKE --fast --out /tmp/smoke-fast || { say "smoke (fast) FAILED"; exit 1; }
 $PY - <<'PY' || exit 1

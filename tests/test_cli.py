@@ -1,4 +1,4 @@
-"""The command line end to end on real Last.fm, and bad input."""
+"""The command line end to end on real data (gowalla-mini), and bad input."""
 
 import json
 from pathlib import Path
@@ -8,16 +8,17 @@ import pytest
 
 from embudget.cli import main
 from embudget.config import FAST_BY_DEFAULT, load_config
+from embudget.result import RunResult
 
 
 @pytest.mark.slow
-def test_train_lastfm_reaches_a_trained_model_level(tmp_path: Path, capsys) -> None:
+def test_train_reaches_a_trained_model_level(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     rc = main(
         [
             "train",
             "--dataset",
-            "lastfm",
+            "gowalla-mini",
             "--model",
             "mf",
             "--out",
@@ -36,36 +37,39 @@ def test_train_lastfm_reaches_a_trained_model_level(tmp_path: Path, capsys) -> N
         ]
     )
     assert rc == 0
-    res = json.loads((out / "results.json").read_text())
-    for split in ("valid", "test"):
-        assert {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)} <= set(res[split])
-    # Most-popular ranking reaches valid Recall@20 = 0.031 on this split and an untrained model
-    # about 0.01; 0.10 is only reached by a trained model.
-    assert res["test"]["recall@20"] > 0.10
-    assert res["valid"]["recall@20"] > 0.10
+    res = RunResult.read(out / "results.json")
+    for metrics in (res.valid, res.test):
+        assert {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)} <= set(metrics.means)
+    # On gowalla-mini (paper split) most-popular ranking reaches Recall@20 = 0.124 (valid) and
+    # 0.126 (test), an untrained MF 0.017-0.024; these settings train MF to 0.257 / 0.258, and
+    # 0.20 is only reached by a trained model.
+    assert res.test.means["recall@20"] > 0.20
+    assert res.valid.means["recall@20"] > 0.20
+    assert res.kind == "train" and res.training is not None
     for name in ("config.yaml", "env.json", "run.log", "metrics.jsonl", "model.safetensors"):
         assert (out / name).is_file()
     assert "recall@20" in capsys.readouterr().out
     # an existing run is never overwritten
     before = (out / "results.json").read_text()
-    rc = main(["train", "--dataset", "lastfm", "--model", "mf", "--out", str(out)])
+    rc = main(["train", "--dataset", "gowalla-mini", "--model", "mf", "--out", str(out)])
     assert rc == 2 and (out / "results.json").read_text() == before
 
 
 def test_data_stats(capsys) -> None:
-    assert main(["data", "stats", "lastfm", "--json"]) == 0
+    assert main(["data", "stats", "gowalla-mini", "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
-    assert (st["users"], st["items"], st["interactions"]) == (1880, 4489, 52668)
-    assert st["density"] == pytest.approx(52668 / (1880 * 4489))
+    assert (st["users"], st["items"], st["interactions"]) == (800, 993, 16_749)
+    assert (st["train"], st["valid"], st["test"]) == (8_354, 4_247, 4_148)
+    assert st["density"] == pytest.approx(16_749 / (800 * 993))
 
 
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
         (["data", "stats", "no-such-dataset"], 2),
-        (["train", "--dataset", "lastfm", "--out", "X", "--set", "train.nope=1"], 2),
-        (["train", "--dataset", "lastfm", "--out", "X", "--set", "train.lr=fast"], 2),
-        (["search", "--dataset", "lastfm", "--out", "X", "--params", "10"], 3),
+        (["train", "--dataset", "gowalla-mini", "--out", "X", "--set", "train.nope=1"], 2),
+        (["train", "--dataset", "gowalla-mini", "--out", "X", "--set", "train.lr=fast"], 2),
+        (["search", "--dataset", "gowalla-mini", "--out", "X", "--params", "10"], 3),
     ],
 )
 def test_bad_input_exit_codes(argv: list[str], code: int, tmp_path: Path, capsys) -> None:
@@ -77,7 +81,7 @@ def test_bad_input_exit_codes(argv: list[str], code: int, tmp_path: Path, capsys
 
 def test_unknown_model_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
-        main(["train", "--dataset", "lastfm", "--model", "svd", "--out", "x"])
+        main(["train", "--dataset", "gowalla-mini", "--model", "svd", "--out", "x"])
     assert e.value.code == 2
 
 
@@ -85,11 +89,11 @@ def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
     from embudget.cli import _resolve_config, build_parser
 
     args = build_parser().parse_args(
-        ["search", "--out", "r", "--fast", "--set", "search.finetune_steps=9", "--sparsity", "0.9"]
+        ["search", "--out", "r", "--fast", "--set", "search.probe.steps=9", "--sparsity", "0.9"]
     )
     cfg = _resolve_config(args)
-    assert cfg.search.pretrain == "nested" and cfg.search.retrain_init == "shared"
-    assert cfg.search.finetune_steps == 9 and cfg.budget.sparsity == 0.9
+    assert cfg.search.pretrain.mode == "nested" and cfg.search.retrain.init == "shared"
+    assert cfg.search.probe.steps == 9 and cfg.budget.sparsity == 0.9
 
 
 def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> None:
@@ -106,8 +110,8 @@ def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> No
         by_default = name in FAST_BY_DEFAULT
         assert (default == resolve("--model", name, "--fast")) == by_default
         assert (default.search == faithful.search) == (not by_default)
-    assert {"mf", "lightgcn"} <= FAST_BY_DEFAULT  # measured: RESULTS.md, issue 6
-    assert resolve().search.pretrain == "nested"  # MF, the default backbone, runs fast mode
+    assert {"mf", "lightgcn"} <= FAST_BY_DEFAULT  # measured on Gowalla: RESULTS.md
+    assert resolve().search.pretrain.mode == "nested"  # MF, the default backbone, runs fast mode
     assert build_parser().parse_args(["bench", "--out", "x"]).fast is None
     assert build_parser().parse_args(["bench", "--fast", "--out", "x"]).fast is True
     assert build_parser().parse_args(["bench", "--faithful", "--out", "x"]).fast is False

@@ -129,9 +129,11 @@ def test_bad_arguments_raise() -> None:
 
 
 def test_compact_pays() -> None:
-    # 10 rows at d_max 8: dense 320 B; jagged 4·Σ + 8·11 = 4·Σ + 88 B
-    assert compact_pays([np.full(10, 5)], 8)  # 288 < 320
-    assert not compact_pays([np.full(10, 6)], 8)  # 328 > 320
+    # 10 users, no items, d_max 8: dense 320 B; jagged 4·Σ + 8·11 + 8·1 (item offsets) B
+    assert compact_pays([np.full(10, 5)], 8)  # 296 < 320
+    assert not compact_pays([np.full(10, 6)], 8)  # 336 > 320
+    # users and items: one offsets array each, 4·(50 + 30) + 8·(11 + 7) = 464 < 512
+    assert compact_pays([np.full(10, 5), np.full(6, 5)], 8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ slow loop-based reference (protocol.md §5, §6)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
+from embudget.data.load import SHIPPED_DIR
 from embudget.errors import ConfigError, EmbudgetError
 from embudget.training.evaluate import EvalResult, ScoreError, _n_groups, evaluate, top_k
 
@@ -352,19 +354,34 @@ def test_batch_size_invariance_and_ks_order() -> None:
 
 # --- real data --------------------------------------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+def _gowalla_mini_with_cold_start(root: Path, cold: tuple[int, ...] = (3, 7)) -> Path:
+    """gowalla-mini (LightGCN files, uncompressed) with the given-train items of the users
+    ``cold`` removed: cold-start users (test items, no training item) next to test-only items."""
+    src = SHIPPED_DIR / "gowalla-mini"
+    d = root / "gowalla-mini-cold"
+    d.mkdir()
+    train = gzip.decompress((src / "train.txt.gz").read_bytes()).decode().splitlines()
+    rows = [ln.split() for ln in train if ln.strip()]
+    (d / "train.txt").write_text(
+        "".join(f"{r[0] if int(r[0]) in cold else ' '.join(r)}\n" for r in rows)
+    )
+    (d / "test.txt").write_bytes(gzip.decompress((src / "test.txt.gz").read_bytes()))
+    return d
 
 
-@pytest.mark.skipif(not (DATA / "lastfm").is_dir(), reason="shared data not available")
 @pytest.mark.parametrize("split", ["valid", "test"])
-def test_lastfm_matches_reference(split: str) -> None:
-    """Protocol S Last.fm (cold-start users, items without training data), MF-like scores."""
-    ds = load_dataset(DATA / "lastfm", protocol="standard")
+def test_real_data_matches_reference(split: str, tmp_path: Path) -> None:
+    """Protocol S gowalla-mini with two cold-start users (items without training data, users
+    without test items), MF-like scores."""
+    ds = load_dataset(_gowalla_mini_with_cold_start(tmp_path), protocol="standard")
+    assert ds.meta["cold_start_users"] == 2 and ds.meta["users_empty_test"] == 25
+    assert ((ds.train + ds.valid).getnnz(axis=0) == 0).sum() == 14  # test-only items
     g = torch.Generator().manual_seed(0)
     u_emb = torch.randn(ds.n_users, 16, generator=g)
     v_emb = torch.randn(ds.n_items, 16, generator=g)
     s = (u_emb @ v_emb.T).round()  # rounding leaves many ties to resolve
-    users = np.arange(0, ds.n_users, 23)
+    users = np.arange(0, ds.n_users, 7)
     r = evaluate(lambda u: u_emb[u] @ v_emb.T, ds, split, users=users)  # continuous scores
     has = (ds.split(split)[users].getnnz(axis=1) > 0) & (ds.train[users].getnnz(axis=1) > 0)
     assert r.n_users_evaluated == int(has.sum())

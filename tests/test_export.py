@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import pickle
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from embudget.budget.core import check_budget
-from embudget.budget.memory import params_for_bytes
+from embudget.budget.storage import params_for_bytes
+from embudget.budget.usage import Usage
 from embudget.config import load_config
 from embudget.data import load_dataset
 from embudget.deploy.export import bucket_sizes, export_model, export_run, load
@@ -24,6 +24,7 @@ from embudget.errors import BudgetError, BudgetErrorType, ExportError
 from embudget.io import load_npz
 from embudget.models import Backbone, build_model
 from embudget.pipeline import run as loop
+from embudget.result import RunResult
 from embudget.tables.compact import CompactEmbedding, to_compact, to_masked
 from embudget.training.evaluate import evaluate
 
@@ -75,6 +76,7 @@ def test_export_load_gives_the_same_scores(name: str, fmt: str, tmp_path: Path) 
     assert (ex.train != random_train()).nnz == 0
     mem = ex.meta["memory"]
     assert mem["params_used"] == masked.embedding_params_used()
+    assert Usage.from_dict(mem).to_dict() == mem  # the export's memory is a Usage record
     assert mem["bytes"]["values"] == 4 * masked.embedding_params_used()
     for side, tables in (("user", masked.user_tables()), ("item", masked.item_tables())):
         assert ex.meta["tables"][side] == [n for n, m in masked.named_children() if m in tables]
@@ -237,10 +239,10 @@ def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 # --------------------------------------------------------------------------------------------
-# from a real run directory (Last.fm, byte budget)
+# from a real run directory (gowalla-mini, byte budget)
 # --------------------------------------------------------------------------------------------
 RUN_SETTINGS = [
-    "data.name=lastfm",
+    "data.name=gowalla-mini",
     "model.name=mf",
     "model.d_max=32",
     "train.batch_users=1000",
@@ -249,7 +251,7 @@ RUN_SETTINGS = [
     "train.max_steps=60",
     "search.method=sr",
     "budget.sparsity=null",
-    "budget.bytes=300000",
+    "budget.bytes=100000",  # 41 % of the full 32-wide jagged table's bytes
 ]
 
 
@@ -262,22 +264,22 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_byte_budget_run_meets_the_bytes(run_dir: Path) -> None:
-    res = json.loads((run_dir / "results.json").read_text())
-    b = res["budget"]
-    ds = load_dataset("lastfm")
-    assert b["params_budget"] == params_for_bytes(300000, ds.n_users, ds.n_items, 32)
-    assert b["bytes_budget"] == 300000 and b["bytes_used"] <= 300000
+    res = RunResult.read(run_dir / "results.json")
+    u = res.usage
+    ds = load_dataset("gowalla-mini")
+    assert u.params_budget == params_for_bytes(100000, ds.n_users, ds.n_items, 32)
+    assert u.bytes_budget == 100000 and u.bytes <= 100000
     sizes = load_npz(run_dir / "sizes.npz")
     total = int(sizes["user_sizes"].sum() + sizes["item_sizes"].sum())
-    assert b["bytes_used"] == 4 * total + 8 * (ds.n_users + 1) + 8 * (ds.n_items + 1)
-    assert b["storage"] == "compact"
+    assert u.bytes == 4 * total + 8 * (ds.n_users + 1) + 8 * (ds.n_items + 1)
+    assert res.storage == "compact"
 
 
 def test_export_run_reproduces_the_runs_test_metrics(run_dir: Path, tmp_path: Path) -> None:
-    res = json.loads((run_dir / "results.json").read_text())
+    res = RunResult.read(run_dir / "results.json")
     meta = export_run(run_dir, tmp_path / "t.safetensors")
-    ds = load_dataset("lastfm")
-    assert meta["dataset"]["split_fingerprint"] == ds.fingerprint() == res["split_fingerprint"]
+    ds = load_dataset("gowalla-mini")
+    assert meta["dataset"]["split_fingerprint"] == ds.fingerprint() == res.split_fingerprint
     assert meta["budget"]["bytes_used"] == meta["memory"]["bytes"]["embedding"]
     ex = load(tmp_path / "t.safetensors")
     assert np.array_equal(ex.user_ids, ds.user_ids) and np.array_equal(ex.item_ids, ds.item_ids)
@@ -286,7 +288,7 @@ def test_export_run_reproduces_the_runs_test_metrics(run_dir: Path, tmp_path: Pa
     with torch.no_grad():
         test = evaluate(ex.model.scorer(), ds, split="test", ks=(5, 10, 20))
     for k in ("recall@20", "ndcg@20", "recall@5"):
-        assert test.means[k] == pytest.approx(res["test"][k], abs=1e-9)
+        assert test.means[k] == pytest.approx(res.test.means[k], abs=1e-9)
     # int8 export: the Recall@20 change it causes stays small
     export_run(run_dir, tmp_path / "q.npz", fmt="npz", dtype="int8")
     q = load(tmp_path / "q.npz")

@@ -95,14 +95,39 @@ def test_schedule_matches_iterative_decay() -> None:
 
 
 def test_resume_accepts_another_device_but_not_another_procedure(tmp_path: Path) -> None:
+    from embudget.budget.usage import Usage
     from embudget.config import load_config
-    from embudget.pipeline.experiment import open_run
+    from embudget.pipeline.rundir import open_run
+    from embudget.result import Metrics, RunResult, Timing
 
     cfg = load_config(overrides=["model.name=mf"])
     run, _ = open_run(cfg, tmp_path / "r", overwrite=False, resume=False)
     (run.path / "config.yaml").write_text(cfg.to_yaml())
-    (run.path / "results.json").write_text('{"done": true}')
+    done = RunResult(
+        kind="train",
+        method=None,
+        dataset="toy",
+        protocol="paper",
+        split_fingerprint="f",
+        backbone="mf",
+        seed=0,
+        config_hash=cfg.hash(),
+        embudget_version="0",
+        torch_version="0",
+        device="cpu",
+        sparsity=None,
+        kept_fraction=None,
+        budgeted=False,
+        usage=Usage.of_sizes(np.array([4]), np.array([4]), d_max=4),
+        storage="masked",
+        valid=Metrics({"recall@20": 0.5}, 1),
+        test=Metrics({"recall@20": 0.25}, 1),
+        timing=Timing(),
+    )
+    done.write(run.path / "results.json")
     moved = load_config(overrides=["model.name=mf", "threads=2", "device=auto"])
-    assert open_run(moved, run.path, overwrite=False, resume=True)[1] == {"done": True}
+    assert open_run(moved, run.path, overwrite=False, resume=True)[1] == done
+    with pytest.raises(RunDirError, match="finished train run"):
+        open_run(moved, run.path, overwrite=False, resume=True, kind="search")
     with pytest.raises(RunDirError):
         open_run(load_config(overrides=["model.name=mf", "seed=1"]), run.path, False, True)

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embudget.budget.core import repair
-from embudget.budget.memory import fixed_overhead, memory_report, params_for_bytes, table_bytes
+from embudget.budget.memory import memory_report
+from embudget.budget.storage import fixed_overhead, params_for_bytes, table_bytes
+from embudget.budget.usage import ResolvedBudget, Usage
 from embudget.config import load_config
 from embudget.errors import BudgetError, BudgetErrorType, ConfigError
 from embudget.models import build_model
@@ -19,7 +21,8 @@ US, VS = np.array([2, 3]), np.array([4])  # 2 users, 1 item, d_max 8
 
 
 def test_hand_sized_fp32_jagged() -> None:
-    r = memory_report((US, VS), d_max=8, budget_params=10, budget_bytes=80)
+    budget = ResolvedBudget(10, 10, tables=1, d_max=8, n_users=2, n_items=1, bytes=80)
+    r = Usage.of_sizes(US, VS, budget=budget).to_dict()
     assert r["params_used"] == 9 and r["params_full"] == 24
     assert r["fraction_of_full"] == pytest.approx(9 / 24)
     b = r["bytes"]

@@ -11,9 +11,11 @@ import pytest
 import scipy.stats
 
 from embudget.bench import grid, report
+from embudget.budget.usage import Usage
 from embudget.cli import main
 from embudget.errors import RunDirError
 from embudget.io import save_npz
+from embudget.result import Metrics, RunResult, Timing
 
 SHOWN = ("recall@5", "ndcg@5", "recall@20", "ndcg@20")
 METRICS = (*SHOWN, "quality")
@@ -37,33 +39,49 @@ def _write_cell(out: Path, cell: grid.Cell, per_user: dict[str, np.ndarray], use
     test = {m: float(v.mean()) for m, v in per_user.items()}
     full = 2000 * 16
     used = full if cell.sparsity is None else int(full * (1 - cell.sparsity)) - cell.seed
-    results = {
-        "method": cell.method,
-        "dataset": "toy",
-        "protocol": "paper",
-        "split_fingerprint": "f" * 64,
-        "model": "mf",
-        "seed": cell.seed,
-        "config_hash": f"{abs(hash((cell, 'cfg'))) % 16**16:016x}",
-        "embudget_version": "0.1.0",
-        "budget": {
-            "sparsity": 0.0 if cell.sparsity is None else cell.sparsity,  # as run_search records
-            "kept_fraction": None,
-            "params_budget": used + 5,
-            "params_used": used,
-            "fraction_of_full": used / full,
-            "slack": 5,
-            "dense_params": 0,
-        },
-        "valid": {**test, "n_users_evaluated": len(users)},
-        "test": {**test, "n_users_evaluated": len(users)},
-        "pretrain_seconds": 1.0,
-        "search_seconds": 3600.0 * 1.5 if cell.method == "bet" else 0.0,
-        "retrain_seconds": 2.0,
-        "total_seconds": 10.0,
-        "n_probes": 3,
-        "device": "cpu",
-    }
+    usage = Usage(
+        params=used,
+        params_full=full,
+        bytes=4 * used + 8 * 2002,
+        values_bytes=4 * used,
+        index_bytes=8 * 2002,
+        row_meta_bytes=0,
+        dense_params=0,
+        dtype="fp32",
+        layout="jagged",
+        tables=1,
+        d_max=16,
+        n_users=1000,
+        n_items=1000,
+        params_budget=used + 5,
+    )
+    results = RunResult(
+        kind="search",
+        method=cell.method,
+        dataset="toy",
+        protocol="paper",
+        split_fingerprint="f" * 64,
+        backbone="mf",
+        seed=cell.seed,
+        config_hash=f"{abs(hash((cell, 'cfg'))) % 16**16:016x}",
+        embudget_version="0.1.0",
+        torch_version="2.0.0",
+        device="cpu",
+        sparsity=0.0 if cell.sparsity is None else cell.sparsity,  # as run_search records
+        kept_fraction=None,
+        budgeted=cell.method != "full",
+        usage=usage,
+        storage="masked",
+        valid=Metrics(test, len(users)),
+        test=Metrics(test, len(users)),
+        timing=Timing(
+            pretrain=1.0,
+            search=3600.0 * 1.5 if cell.method == "bet" else 0.0,
+            retrain=2.0,
+            total=10.0,
+        ),
+        n_probes=3,
+    )
     lines = grid.result_records(cell, grid.cell_config(cell), results, str(run_dir))
     with open(out / grid.RESULTS_FILE, "a") as f:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
@@ -270,7 +288,7 @@ def test_report_without_matplotlib_writes_tables_and_a_note(
 ) -> None:
     out = tmp_path / "res"
     _toy_results(out)
-    monkeypatch.setattr(report, "_figure_class", lambda: None)
+    monkeypatch.setattr(report, "figure_class", lambda: None)
     rep = report.write_report(out, plot=True)
     md = rep.path.read_text()
     assert report.NO_PLOT_NOTE in md and report.NO_PLOT_NOTE in rep.notes
@@ -309,19 +327,19 @@ def test_report_on_a_real_tiny_grid_via_cli(tmp_path: Path, capsys: pytest.Captu
         "train.patience=1",
         "train.max_steps=40",
         "search.iterations=2",
-        "search.candidates=4",
-        "search.finetune_epochs=0",
-        "search.retrain_top=1",
-        "search.fitness_user_fraction=0.3",
+        "search.sampler.candidates=4",
+        "search.probe.epochs=0",
+        "search.retrain.top=1",
+        "search.probe.user_fraction=0.3",
         f"cache_dir={tmp_path / 'cache'}",
     ]
-    args = ["bench", "--datasets", "lastfm", "--models", "mf", "--methods", "full,su,bet"]
+    args = ["bench", "--datasets", "gowalla-mini", "--models", "mf", "--methods", "full,su,bet"]
     args += ["--sparsities", "0.9", "--seeds", "0", "--out", str(out), "--no-progress"]
     assert main(args + [x for s in settings for x in ("--set", s)]) == 0
     assert main(["report", str(out), "--plot"]) == 0
     assert "report:" in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    _, rows = _parse_table(md, "### lastfm (paper), mf")
+    _, rows = _parse_table(md, "### gowalla-mini (paper), mf")
     assert list(rows) == [("—", "Full"), ("0.9", "SU"), ("0.9", "BET")]
     recs = _records(out)
     for (_, label), cells in rows.items():
@@ -336,9 +354,9 @@ def test_report_on_a_real_tiny_grid_via_cli(tmp_path: Path, capsys: pytest.Captu
         assert _clean(cells["NDCG@20"]) == f"{r['value']:.4f} (n=1)"
         assert cells["Params used"] == f"{r['params_used']:,}"
     assert re.search(r"settings differing from the faithful defaults: [^)]*model\.d_max=16", md)
-    if report._figure_class() is not None:
-        assert (out / "figures" / "lastfm-paper-mf-sizes.png").is_file()
-        assert "![Size vs popularity](figures/lastfm-paper-mf-sizes.png)" in md
+    if report.figure_class() is not None:
+        assert (out / "figures" / "gowalla-mini-paper-mf-sizes.png").is_file()
+        assert "![Size vs popularity](figures/gowalla-mini-paper-mf-sizes.png)" in md
 
 
 def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -368,13 +386,13 @@ def test_footnote_lists_every_value_of_a_setting_that_differs_between_cells(
 ) -> None:
     from embudget.config import load_config
 
-    values = {"a": ["search.retrain_top=2"], "b": ["search.retrain_top=1"], "c": []}
+    values = {"a": ["search.retrain.top=2"], "b": ["search.retrain.top=1"], "c": []}
     runs = []
     for name, over in values.items():
         (tmp_path / name).mkdir()
         cfg = load_config(overrides=over + ["search.iterations=7"])
         (tmp_path / name / "config.yaml").write_text(cfg.to_yaml())
         runs.append(report.Run(name, "bet", 0.8, 0, name, 1, 0.2, 0.0, {}))
-    dev = report._deviations(tmp_path, runs)
+    dev = report.table_deviations(tmp_path, runs)
     assert dev["search.iterations"] == 7  # the same everywhere: one value
-    assert dev["search.retrain_top"] == "2 | 1 | default"  # run c keeps the faithful top-5
+    assert dev["search.retrain.top"] == "2 | 1 | default"  # run c keeps the faithful top-5

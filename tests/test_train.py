@@ -1,4 +1,4 @@
-"""Training: determinism, early stopping, best-weight restore, exact resume (real Last.fm)."""
+"""Training: determinism, early stopping, best-weight restore, exact resume (gowalla-mini)."""
 
 from pathlib import Path
 
@@ -11,8 +11,9 @@ from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError
 from embudget.models import build_model
-from embudget.pipeline.experiment import run_train, selection_users
-from embudget.pipeline.run import pretrain_key
+from embudget.pipeline.build import selection_users
+from embudget.pipeline.pretrain import pretrain_key
+from embudget.pipeline.run import run_train
 from embudget.seeds import torch_generator
 from embudget.training.fit import fit, validate, validation_users
 
@@ -20,8 +21,8 @@ CFG = TrainConfig(batch_users=1000, eval_every_steps=40, patience=2, max_steps=2
 
 
 @pytest.fixture(scope="module")
-def lastfm() -> Dataset:
-    return load_dataset("lastfm")
+def mini() -> Dataset:
+    return load_dataset("gowalla-mini")
 
 
 def _model(ds: Dataset, name: str = "mf") -> torch.nn.Module:
@@ -30,12 +31,12 @@ def _model(ds: Dataset, name: str = "mf") -> torch.nn.Module:
     )
 
 
-def test_fit_is_deterministic_and_restores_best(lastfm: Dataset) -> None:
+def test_fit_is_deterministic_and_restores_best(mini: Dataset) -> None:
     runs = []
     for _ in range(2):
-        m = _model(lastfm)
-        fr = fit(m, lastfm, CFG, seed=7)
-        runs.append((fr, validate(m, lastfm, "valid").means))
+        m = _model(mini)
+        fr = fit(m, mini, CFG, seed=7)
+        runs.append((fr, validate(m, mini, "valid").means))
     (a, va), (b, vb) = runs
     assert va == vb
     assert [h["valid"] for h in a.history] == [h["valid"] for h in b.history]
@@ -49,39 +50,39 @@ def test_fit_is_deterministic_and_restores_best(lastfm: Dataset) -> None:
         assert not any(h["improved"] for h in a.history[-CFG.patience :])
 
 
-def test_training_beats_untrained(lastfm: Dataset) -> None:
-    m = _model(lastfm)
-    before = validate(m, lastfm, "valid").means["recall@20"]
-    fit(m, lastfm, CFG, seed=0)
-    after = validate(m, lastfm, "valid").means["recall@20"]
+def test_training_beats_untrained(mini: Dataset) -> None:
+    m = _model(mini)
+    before = validate(m, mini, "valid").means["recall@20"]
+    fit(m, mini, CFG, seed=0)
+    after = validate(m, mini, "valid").means["recall@20"]
     assert after > before + 0.03
 
 
-def test_validate_first_never_returns_worse_than_a_warm_start(lastfm: Dataset) -> None:
-    warm = _model(lastfm)
-    fit(warm, lastfm, CFG, seed=0)
-    start = validate(warm, lastfm, "valid").means["quality"]
+def test_validate_first_never_returns_worse_than_a_warm_start(mini: Dataset) -> None:
+    warm = _model(mini)
+    fit(warm, mini, CFG, seed=0)
+    start = validate(warm, mini, "valid").means["quality"]
     state = {k: v.clone() for k, v in warm.state_dict().items()}
     harsh = TrainConfig(batch_users=1000, eval_every_steps=20, patience=1, max_steps=60, lr=1.0)
-    plain = _model(lastfm)
+    plain = _model(mini)
     plain.load_state_dict(state)
-    fit(plain, lastfm, harsh, seed=1)
-    assert validate(plain, lastfm, "valid").means["quality"] < start  # lr 1.0 ruins the start
-    kept = _model(lastfm)
+    fit(plain, mini, harsh, seed=1)
+    assert validate(plain, mini, "valid").means["quality"] < start  # lr 1.0 ruins the start
+    kept = _model(mini)
     kept.load_state_dict(state)
-    fr = fit(kept, lastfm, harsh, seed=1, validate_first=True)
+    fr = fit(kept, mini, harsh, seed=1, validate_first=True)
     assert fr.history[0]["step"] == 0 and fr.history[0]["loss"] is None
     assert fr.best_step == 0 and fr.valid is not None
     assert fr.valid.means["quality"] == pytest.approx(start, abs=1e-12)
-    assert validate(kept, lastfm, "valid").means["quality"] == pytest.approx(start, abs=1e-12)
+    assert validate(kept, mini, "valid").means["quality"] == pytest.approx(start, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", ["mf", "ngcf"])  # NGCF: dropout stream in the checkpoint
 def test_interrupted_fit_resumes_to_the_same_result(
-    lastfm: Dataset, tmp_path: Path, name: str
+    mini: Dataset, tmp_path: Path, name: str
 ) -> None:
-    ref_model = _model(lastfm, name)
-    ref = fit(ref_model, lastfm, CFG, seed=3)
+    ref_model = _model(mini, name)
+    ref = fit(ref_model, mini, CFG, seed=3)
 
     ckpt = tmp_path / "ckpt.pt"
     calls = {"n": 0}
@@ -91,12 +92,12 @@ def test_interrupted_fit_resumes_to_the_same_result(
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    m1 = _model(lastfm, name)
+    m1 = _model(mini, name)
     with pytest.raises(KeyboardInterrupt):
-        fit(m1, lastfm, CFG, seed=3, checkpoint=ckpt, on_eval=stop_after_two)
+        fit(m1, mini, CFG, seed=3, checkpoint=ckpt, on_eval=stop_after_two)
     assert ckpt.is_file()
-    m2 = _model(lastfm, name)  # a fresh process would rebuild the model the same way
-    res = fit(m2, lastfm, CFG, seed=3, checkpoint=ckpt)
+    m2 = _model(mini, name)  # a fresh process would rebuild the model the same way
+    res = fit(m2, mini, CFG, seed=3, checkpoint=ckpt)
     assert [h["valid"] for h in res.history] == [h["valid"] for h in ref.history]
     assert res.best_step == ref.best_step and res.steps == ref.steps
     for (k, v), (k2, v2) in zip(
@@ -105,26 +106,28 @@ def test_interrupted_fit_resumes_to_the_same_result(
         assert k == k2 and torch.equal(v, v2), k
 
 
-def test_a_selection_sample_is_fixed_and_leaves_earlier_cache_keys_alone(lastfm: Dataset) -> None:
-    base = load_config(overrides=["data.name=lastfm"])
-    half = load_config(overrides=["data.name=lastfm", "train.eval_user_fraction=0.5"])
-    # the Θ0 cache key and config hash from before train.eval_user_fraction existed
-    assert pretrain_key(base, lastfm) == "4ea6a9405c763c5aced4"
-    assert load_config(overrides=["train.eval_user_fraction=1.0"]).hash() == "85faf8dbab3acc34"
-    assert pretrain_key(half, lastfm) != pretrain_key(base, lastfm)  # another Θ0
-    assert selection_users(base, lastfm) is None
-    everyone = validation_users(lastfm, 1.0, 0, "any")
-    users = selection_users(half, lastfm)
+def test_a_selection_sample_is_fixed_and_leaves_earlier_cache_keys_alone(mini: Dataset) -> None:
+    base = load_config(overrides=["data.name=gowalla-mini"])
+    half = load_config(overrides=["data.name=gowalla-mini", "train.eval_user_fraction=0.5"])
+    # gowalla-mini's Θ0 cache key (format 2), pinned: a change of it retrains every cached Θ0; the
+    # selection sample at 1.0 (every user) is the config without it
+    assert pretrain_key(base, mini) == "7ef521b26e8c69a69f82"
+    same = load_config(overrides=["data.name=gowalla-mini", "train.eval_user_fraction=1.0"])
+    assert same.hash() == base.hash()
+    assert pretrain_key(half, mini) != pretrain_key(base, mini)  # another Θ0
+    assert selection_users(base, mini) is None
+    everyone = validation_users(mini, 1.0, 0, "any")
+    users = selection_users(half, mini)
     assert users is not None and users.size == round(0.5 * everyone.size)
     assert np.isin(users, everyone).all() and np.all(np.diff(users) > 0)
-    assert np.array_equal(users, selection_users(half, lastfm))  # the same users every run
+    assert np.array_equal(users, selection_users(half, mini))  # the same users every run
     with pytest.raises(ConfigError, match="eval_user_fraction"):
         load_config(overrides=["train.eval_user_fraction=0"])
 
 
 def test_training_selects_on_the_sample_and_tests_on_everyone(tmp_path: Path) -> None:
     over = [
-        "data.name=lastfm",
+        "data.name=gowalla-mini",
         "model.d_max=16",
         "train.batch_users=1000",
         "train.eval_every_steps=20",
@@ -132,7 +135,53 @@ def test_training_selects_on_the_sample_and_tests_on_everyone(tmp_path: Path) ->
         "train.eval_user_fraction=0.25",
     ]
     res = run_train(load_config(overrides=over), tmp_path / "run", progress=False)
-    ds = load_dataset("lastfm")
+    ds = load_dataset("gowalla-mini")
     n_valid = validation_users(ds, 1.0, 0, "any").size
-    assert res["valid"]["n_users_evaluated"] == round(0.25 * n_valid)
-    assert res["test"]["n_users_evaluated"] == validate(_model(ds), ds, "test").n_users_evaluated
+    assert res.valid.n_users_evaluated == round(0.25 * n_valid)
+    assert res.test.n_users_evaluated == validate(_model(ds), ds, "test").n_users_evaluated
+
+
+def test_fused_adam_equals_torch_adam_and_shares_its_checkpoints() -> None:
+    from embudget.training.adam import FusedAdam
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(50, 8, generator=gen)) for _ in range(3)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    ours, ref = FusedAdam(params, lr=0.03), torch.optim.Adam(twins, lr=0.03, fused=True)
+    for step in range(6):
+        for i, (p, q) in enumerate(zip(params, twins, strict=True)):
+            if step == 0 and i == 2:  # a parameter without a gradient is not stepped
+                p.grad = q.grad = None
+                continue
+            g = torch.randn(50, 8, generator=gen)
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.lr = 0.03 * 0.9**step
+        for group in ref.param_groups:
+            group["lr"] = ours.lr
+        ours.step()
+        ref.step()
+        for p, q in zip(params, twins, strict=True):
+            assert torch.equal(p, q)
+    # each loads the other's state dict and keeps stepping identically
+    ref2 = torch.optim.Adam(twins, lr=1.0, fused=True)
+    ref2.load_state_dict(ours.state_dict())
+    ours2 = FusedAdam(params, lr=1.0)
+    ours2.load_state_dict(ref.state_dict())
+    assert ours2.lr == pytest.approx(ours.lr)
+    for p, q in zip(params, twins, strict=True):
+        g = torch.randn(50, 8, generator=gen)
+        p.grad, q.grad = g.clone(), g.clone()
+    ours2.step()
+    ref2.step()
+    for p, q in zip(params, twins, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_earliest_stop_is_the_progress_total() -> None:
+    from embudget.training.fit import earliest_stop
+
+    cfg = TrainConfig(eval_every_steps=100, patience=3, max_steps=1000)
+    assert earliest_stop(cfg, 0, 0, evaluated=False) == 400  # first evaluation always improves
+    assert earliest_stop(cfg, 100, 0, evaluated=True) == 400
+    assert earliest_stop(cfg, 300, 2, evaluated=True) == 400
+    assert earliest_stop(cfg, 900, 0, evaluated=True) == 1000  # capped at max_steps

@@ -11,15 +11,19 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embudget import __version__
+from embudget.config.choices import BackboneName, Method, SplitProtocol, choices
 from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError
+
+if TYPE_CHECKING:
+    from embudget.result import Metrics
 
 log = logging.getLogger("embudget")
 
 
-_BACKBONES = ("mf", "ncf", "ngcf", "lightgcn")
+_BACKBONES = choices(BackboneName)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -37,7 +41,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--protocol", choices=["paper", "standard"], help="split protocol")
+    p.add_argument("--protocol", choices=choices(SplitProtocol), help="split protocol")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -105,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_search = sub.add_parser("search", help="BET search (or a baseline) at one budget")
     _add_run_options(p_search)
-    p_search.add_argument(
-        "--method", choices=["bet", "bet-random", "bet-simple", "su", "sr", "full"]
-    )
+    p_search.add_argument("--method", choices=choices(Method))
     _add_mode_options(p_search)
     budget = p_search.add_mutually_exclusive_group()
     budget.add_argument("--sparsity", type=float, help="budget as sparsity c (kept 1 - c)")
@@ -170,9 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p_data.add_subparsers(dest="data_command", required=True)
     p_stats = data_sub.add_parser("stats", help="users, items, interactions, density")
     p_stats.add_argument("dataset", help="dataset name or path")
-    p_stats.add_argument("--protocol", choices=["paper", "standard"], default="paper")
+    p_stats.add_argument("--protocol", choices=choices(SplitProtocol), default="paper")
     p_stats.add_argument("--split-seed", type=int, default=42)
     p_stats.add_argument("--json", action="store_true", help="print JSON")
+
+    p_config = sub.add_parser("config", help="configuration utilities")
+    config_sub = p_config.add_subparsers(dest="config_command", required=True)
+    p_show = config_sub.add_parser(
+        "show", help="the resolved config as YAML, each key with its type and description"
+    )
+    p_show.add_argument("--model", choices=_BACKBONES, help="backbone (default: mf)")
+    _add_mode_options(p_show)
+    p_show.add_argument("--config", action="append", default=[], help="YAML config file")
+    p_show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -204,21 +216,26 @@ def _resolve_config(args: argparse.Namespace) -> Any:
     return load_config(args.config, args.set, updates=updates, fast=getattr(args, "fast", False))
 
 
-def _fmt_metrics(block: dict[str, Any], keys: Sequence[str]) -> str:
-    return "  ".join(f"{k}={block[k]:.4f}" for k in keys if k in block)
+#: the metrics `train` prints
+HEADLINE = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def _fmt_metrics(metrics: Metrics, keys: Sequence[str]) -> str:
+    return "  ".join(f"{k}={metrics.means[k]:.4f}" for k in keys if k in metrics.means)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from embudget.pipeline.experiment import HEADLINE, run_train
+    from embudget.pipeline.run import run_train
 
     cfg = _resolve_config(args)
     res = run_train(
         cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
     )
     print(f"run directory: {args.out}")
-    print(f"valid  {_fmt_metrics(res['valid'], HEADLINE)}")
-    print(f"test   {_fmt_metrics(res['test'], HEADLINE)}")
-    print(f"steps {res['steps']} (best {res['best_step']}), {res['train_seconds']:.0f}s")
+    print(f"valid  {_fmt_metrics(res.valid, HEADLINE)}")
+    print(f"test   {_fmt_metrics(res.test, HEADLINE)}")
+    steps = f"steps {res.training.steps} (best {res.training.best_step}), " if res.training else ""
+    print(f"{steps}{res.timing.train:.0f}s")
     return 0
 
 
@@ -258,16 +275,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     res = run_search(
         cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
     )
-    b = res["budget"]
+    u = res.usage
+    budget = f"{u.params_budget:,}" if res.budgeted else "unbudgeted"
     print(f"run directory: {args.out}")
+    print(f"method {res.method}: params used {u.params:,} / budget {budget}")
+    print(f"valid  {_fmt_metrics(res.valid, ('recall@20', 'ndcg@20'))}")
+    print(f"test   {_fmt_metrics(res.test, ('recall@5', 'recall@20', 'ndcg@5', 'ndcg@20'))}")
     print(
-        f"method {res['method']}: params used {b['params_used']:,} / budget {b['params_budget']:,}"
-    )
-    print(f"valid  {_fmt_metrics(res['valid'], ('recall@20', 'ndcg@20'))}")
-    print(f"test   {_fmt_metrics(res['test'], ('recall@5', 'recall@20', 'ndcg@5', 'ndcg@20'))}")
-    print(
-        f"search {res['search_seconds']:.0f}s, retrain {res['retrain_seconds']:.0f}s, "
-        f"{res['n_probes']} probes"
+        f"search {res.timing.search:.0f}s, retrain {res.timing.retrain:.0f}s, {res.n_probes} probes"
     )
     return 0
 
@@ -347,6 +362,22 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from embudget.config import is_fast, load_config, preset_layers, to_commented_yaml
+
+    updates = {"model": {"name": args.model}} if args.model else None
+    cfg = load_config(args.config, args.set, updates=updates, fast=args.fast)
+    fast = is_fast(args.fast, cfg.model.name)
+    layers = ", ".join(["defaults", *preset_layers(cfg.model.name, fast)])
+    header = (
+        f"embudget config for {cfg.model.name}, {'fast' if fast else 'faithful'} mode "
+        f"(presets: {layers}; then --config, then --set)\n"
+        "[bet.md default: X] marks a setting that differs from bet.md's defaults"
+    )
+    print(to_commented_yaml(cfg, header, mark_changes=True), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -372,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "data" and args.data_command == "stats":
             return cmd_data_stats(args)
+        if args.command == "config" and args.config_command == "show":
+            return cmd_config_show(args)
         parser.error(f"unknown command {args.command}")
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
-"""load_dataset: name resolution, format detection, regression counts on the real data."""
+"""load_dataset: name resolution, format detection, regression counts on the shipped data."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,23 +10,21 @@ import numpy as np
 import pytest
 
 from embudget.data import load_dataset
-from embudget.data.load import SHIPPED_DIR, data_search_path, detect_format
+from embudget.data.load import SHIPPED_DIR, data_search_path, detect_format, resolve_dataset
 from embudget.errors import ConfigError, DataFormatError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "formats"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared data folder not present")
 
 
-def _shared_sums() -> dict[str, str]:
+def _sums(folder: Path) -> dict[str, str]:
     out = {}
-    for line in (SHARED / "SHA256SUMS").read_text().splitlines():
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, rel = line.split()
         out[rel.removeprefix("./")] = digest
     return out
 
 
-# --- shipped default and real datasets ---------------------------------------------------
+# --- shipped datasets --------------------------------------------------------------------
 
 
 def test_gowalla_shipped_protocol_p_regression() -> None:
@@ -38,10 +37,8 @@ def test_gowalla_shipped_protocol_p_regression() -> None:
     assert ds.meta["checksums_verified"] == 2
     assert ds.meta["users_empty_valid"] == 0 and ds.meta["users_empty_test"] == 0
     assert set(ds.source_hashes) == {"train.txt", "test.txt"}
-    if SHARED.is_dir():  # content hashes equal those of the uncompressed shared copy
-        sums = _shared_sums()
-        assert ds.source_hashes["train.txt"] == sums["gowalla/train.txt"]
-        assert ds.source_hashes["test.txt"] == sums["gowalla/test.txt"]
+    # content hashes are those of the uncompressed LightGCN files
+    assert ds.source_hashes == _sums(SHIPPED_DIR / "gowalla")
 
 
 def test_gowalla_protocol_s_every_user_has_validation() -> None:
@@ -56,37 +53,61 @@ def test_shipped_gowalla_files_exist_and_verify() -> None:
     assert {"train.txt.gz", "test.txt.gz", "SHA256SUMS", "README.md"} <= names
 
 
-@needs_shared
-def test_lastfm_entities_and_cold_start() -> None:
-    p = load_dataset("lastfm")
-    assert (p.n_users, p.n_items, p.n_interactions) == (1_880, 4_489, 52_668)
-    assert p.user_ids.max() == 1_892 and len(np.setdiff1d(np.arange(1, 1_893), p.user_ids)) == 12
-    assert p.meta["users_empty_test"] == 10  # users with n <= 2 (protocol.md §3.5)
-    s = load_dataset("lastfm", protocol="S")
-    assert s.protocol == "standard"
-    assert s.meta["cold_start_users"] == 2  # protocol.md §4.4
-    assert s.test.nnz == 10_533 and s.train.nnz + s.valid.nnz == 42_135
+def test_gowalla_mini_regression_both_protocols() -> None:
+    p = load_dataset("gowalla-mini")
+    assert (p.n_users, p.n_items, p.n_interactions) == (800, 993, 16_749)
+    assert (p.train.nnz, p.valid.nnz, p.test.nnz) == (8_354, 4_247, 4_148)  # 50/25/25 per user
+    assert p.meta["users_empty_valid"] == 0 and p.meta["users_empty_test"] == 0
+    assert p.meta["checksums_verified"] == 2
+    assert p.source_hashes == _sums(SHIPPED_DIR / "gowalla-mini")
+    s = load_dataset("gowalla-mini", protocol="S")
+    assert s.test.nnz == 3_742  # the given test file, unchanged
+    assert (s.train.nnz, s.valid.nnz) == (11_681, 1_326)  # 10 % of the given train is valid
+    assert s.meta["users_empty_test"] == 25 and s.meta["cold_start_users"] == 0
     given_train = np.asarray((s.train + s.valid).sum(axis=0)).ravel()
-    assert (given_train == 0).sum() == 13  # test-only items stay in the catalogue
+    assert (given_train == 0).sum() == 14  # test-only items stay in the catalogue
 
 
-@needs_shared
-def test_ml100k_counts_and_liked_variant() -> None:
-    ds = load_dataset("ml-100k")
-    assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1_682, 100_000)
-    liked = load_dataset("ml-100k", min_rating=4)
-    assert liked.n_interactions == 55_375
+def _lastfm_dir(root: Path) -> Path:
+    """A Last.fm-format folder: 1-based ids with gaps, a test-only user and test-only items."""
+    d = root / "lastfm-like"
+    d.mkdir()
+    train = {1: [1, 2, 3, 4], 2: [1], 4: [2, 3], 6: [1, 2, 3, 4, 5, 6]}
+    (d / "data1.txt").write_text(
+        "".join(f"{u}\t{i}\t{10 * i}\n" for u, items in train.items() for i in items)
+    )
+    (d / "test1.txt").write_text("1\t7\t3\n6\t9\t1\n9\t1\t2\n")
+    return d
+
+
+def test_lastfm_format_entities_and_cold_start(tmp_path: Path) -> None:
+    d = _lastfm_dir(tmp_path)
+    p = load_dataset(d)
+    assert p.meta["format"] == "lastfm"
+    assert p.user_ids.tolist() == [1, 2, 4, 6, 9]  # ids that never occur are dropped
+    assert p.item_ids.tolist() == [1, 2, 3, 4, 5, 6, 7, 9]
+    assert p.n_interactions == 16
+    assert p.meta["users_empty_test"] == 3  # users 2, 4, 9 with n <= 2 (protocol.md §3.5)
+    s = load_dataset(d, protocol="S")
+    assert s.protocol == "standard"
+    assert s.meta["cold_start_users"] == 1  # user 9 only in test1.txt (protocol.md §4.4)
+    assert s.test.nnz == 3 and s.train.nnz + s.valid.nnz == 13
+    given_train = np.asarray((s.train + s.valid).sum(axis=0)).ravel()
+    assert (given_train == 0).sum() == 2  # test-only items 7 and 9 stay in the catalogue
+
+
+def test_rated_single_file_liked_variant_and_derived_split(tmp_path: Path) -> None:
+    f = tmp_path / "ratings.inter"
+    rows = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\n" for u in range(20) for i in range(10))
+    f.write_text("user_id:token\titem_id:token\trating:float\n" + rows)
+    ds = load_dataset(f)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (20, 10, 200)
+    liked = load_dataset(f, min_rating=4)
+    assert liked.n_interactions == 80  # ratings 4 and 5: 4 of every user's 10
     assert "min_rating4" in liked.name  # the liked variant is named as such
-    s = load_dataset("ml-100k", protocol="standard")
-    assert s.meta["derived_split"] is True and s.test.nnz == 20_000
-
-
-@needs_shared
-@pytest.mark.slow
-def test_yelp2018_protocol_p_regression() -> None:
-    ds = load_dataset("yelp2018")
-    assert ds.train.nnz == 781_241
-    assert (ds.n_users, ds.n_items) == (31_668, 38_048)
+    s = load_dataset(f, protocol="standard")
+    assert s.meta["derived_split"] is True and s.test.nnz == 40  # round(0.2 n) per user
+    assert load_dataset(f, protocol="standard", min_rating=4).test.nnz == 20
 
 
 # --- fixtures: formats, ids, splits ------------------------------------------------------
@@ -161,8 +182,24 @@ def test_name_found_through_embudget_data(tmp_path: Path, monkeypatch: pytest.Mo
     assert ds.name == "mini" and ds.n_interactions == 12
 
 
-def test_search_path_includes_repo_shared_data() -> None:
-    assert SHARED.resolve() in [p.resolve() for p in data_search_path()]
+def test_search_path_is_the_variable_then_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("EMBUDGET_DATA", os.pathsep.join([str(tmp_path / "a"), "", "~/b"]))
+    assert data_search_path() == [
+        tmp_path / "a",
+        Path("~/b").expanduser(),
+        work / "shared" / "data",
+        tmp_path / "shared" / "data",
+    ]  # nothing relative to where the package is installed
+    monkeypatch.delenv("EMBUDGET_DATA")
+    shutil.copytree(FIX / "lightgcn", tmp_path / "shared" / "data" / "mini")
+    assert load_dataset("mini").n_interactions == 12  # found in ../shared/data
+    shutil.copytree(FIX / "lightgcn", work / "shared" / "data" / "mini")
+    assert resolve_dataset("mini") == ("mini", work / "shared" / "data" / "mini")  # ./ first
 
 
 def test_unknown_name_lists_known_names_and_search_path(

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from embudget.result import RunResult
+
 #: Small but complete settings: every stage (Θ0, T iterations, top-k retraining, test) runs.
 COMMON = [
     "data.name=gowalla-mini",
@@ -24,13 +26,13 @@ COMMON = [
     "train.patience=2",
     "train.max_steps=160",
     "search.iterations=6",
-    "search.candidates=16",
-    "search.retrain_top=2",
+    "search.sampler.candidates=16",
+    "search.retrain.top=2",
     "budget.sparsity=0.8",
     "threads=1",
 ]
 #: The faithful probe is a short fine-tune (1 epoch); fast mode uses each backbone's preset.
-FAITHFUL = ["search.finetune_epochs=1"]
+FAITHFUL = ["search.probe.epochs=1"]
 
 METHODS = ("full", "su", "sr", "bet", "bet-random", "bet-simple")
 MODELS = ("mf", "lightgcn")
@@ -56,11 +58,8 @@ def _sha(a: np.ndarray) -> str:
 
 def extract(run: Path) -> dict[str, Any]:
     """The compared outputs of a finished run directory."""
-    results = json.loads((run / "results.json").read_text())
-    out: dict[str, Any] = {
-        "valid": {k: v for k, v in results["valid"].items() if k != "n_users_evaluated"},
-        "test": {k: v for k, v in results["test"].items() if k != "n_users_evaluated"},
-    }
+    result = RunResult.read(run / "results.json")
+    out: dict[str, Any] = {"valid": dict(result.valid.means), "test": dict(result.test.means)}
     sizes = run / "sizes.npz"
     if sizes.is_file():
         with np.load(sizes, allow_pickle=False) as z:

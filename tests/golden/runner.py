@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 
 from embudget.config import load_config
-from embudget.pipeline.experiment import run_train
-from embudget.pipeline.run import run_search
+from embudget.pipeline.run import run_search, run_train
 
 
 def run_case(command: str, overrides: list[str], fast: bool, out: Path, cache: Path) -> None:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from embudget.budget.core import (
     Budget,
-    budget_summary,
     check_budget,
     check_feasible,
     random_sizes,
@@ -20,6 +19,8 @@ from embudget.budget.core import (
     sampler_budget,
     uniform_sizes,
 )
+from embudget.budget.usage import ResolvedBudget, Usage
+from embudget.data import load_dataset
 from embudget.errors import BudgetError, BudgetErrorType
 
 # (users, items) of the entity sets in protocol.md §2.
@@ -28,6 +29,7 @@ COUNTS = {
     "yelp2018": (31_668, 38_048),
     "lastfm": (1_880, 4_489),
     "ml-100k": (943, 1_682),
+    "gowalla-mini": (800, 993),  # shipped; checked against the data below
 }
 # bet.md §2.1: B at sparsity 0.80 / 0.90 / 0.95.
 GOLDEN_B = {
@@ -35,6 +37,7 @@ GOLDEN_B = {
     "yelp2018": (1_784_729, 892_364, 446_182),
     "lastfm": (163_046, 81_523, 40_761),
     "ml-100k": (67_200, 33_600, 16_800),
+    "gowalla-mini": (45_900, 22_950, 11_475),
 }
 
 
@@ -64,6 +67,11 @@ def test_golden_budgets(name: str) -> None:
         assert Budget(sparsity=c).resolve(n, 128) == expected
         k = round(1 - c, 2)
         assert Budget(kept_fraction=k).resolve(n, 128) == expected
+
+
+def test_shipped_counts_match_the_data() -> None:
+    ds = load_dataset("gowalla-mini")
+    assert (ds.n_users, ds.n_items) == COUNTS["gowalla-mini"]
 
 
 def test_exact_arithmetic_beats_float() -> None:
@@ -293,22 +301,31 @@ def test_sr_is_random_but_seeded() -> None:
 # -- summary ---------------------------------------------------------------------------------
 
 
-def test_budget_summary_and_ncf() -> None:
+def test_usage_summary_and_ncf() -> None:
     us, vs = np.array([4, 2]), np.array([1, 1, 2])
-    s = budget_summary(us, vs, 12, 4, dense_params=7)
-    assert s == {
-        "budget_params": 12,
-        "params_used": 10,
-        "fraction_of_full": 10 / 20,
-        "slack": 2,
-        "dense_params": 7,
-    }
+    budget = ResolvedBudget.resolve(params=12, n_users=2, n_items=3, d_max=4)
+    u = Usage.of_sizes(us, vs, budget=budget, dense_params=7)
+    assert (u.params_budget, u.params, u.fraction_of_full, u.params_slack, u.dense_params) == (
+        12,
+        10,
+        10 / 20,
+        2,
+        7,
+    )
     # NCF shared: B_ncf over both tables; the sampler works with ⌊B_ncf / 2⌋.
     n = sum(COUNTS["gowalla"])
     b_ncf = Budget(sparsity=0.8).resolve(2 * n, 128)
     assert b_ncf == 3_626_956
     assert sampler_budget(b_ncf, 2) == 1_813_478
-    us, vs = uniform_sizes(*COUNTS["gowalla"], sampler_budget(b_ncf, 2), 128)
-    s = budget_summary(us, vs, b_ncf, 128, tables=2)
-    assert s["params_used"] == 2 * 25 * n and s["slack"] >= 0
-    assert s["fraction_of_full"] == pytest.approx(25 / 128)
+    rb = ResolvedBudget.resolve(
+        sparsity=0.8,
+        n_users=COUNTS["gowalla"][0],
+        n_items=COUNTS["gowalla"][1],
+        d_max=128,
+        tables=2,
+    )
+    assert (rb.params, rb.per_entity) == (b_ncf, 1_813_478)
+    us, vs = uniform_sizes(*COUNTS["gowalla"], rb.per_entity, 128)
+    u = Usage.of_sizes(us, vs, budget=rb)
+    assert u.params == 2 * 25 * n and u.params_slack is not None and u.params_slack >= 0
+    assert u.fraction_of_full == pytest.approx(25 / 128)

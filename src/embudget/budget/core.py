@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Budget",
-    "budget_summary",
     "check_budget",
     "check_feasible",
     "random_sizes",
@@ -381,31 +380,3 @@ def random_sizes(
 def sampler_budget(B: int, tables: int = 1) -> int:
     """The per-entity budget the sampler works with: ⌊B / tables⌋ (NCF shared mode: tables=2)."""
     return _as_count("budget", B, 0) // _as_count("tables", tables, 1)
-
-
-def budget_summary(
-    user_sizes: object,
-    item_sizes: object,
-    B: int,
-    d_max: int,
-    dense_params: int = 0,
-    tables: int = 1,
-) -> dict[str, Any]:
-    """What every run records (bet.md §2.4); ``tables`` tables share each entity's size.
-
-    ``B`` is the whole-model embedding budget (B_ncf for NCF), and params_used counts every
-    table: tables · Σ d_n.
-    """
-    tables = _as_count("tables", tables, 1)
-    sizes = np.concatenate(
-        [_int_array("user sizes", user_sizes), _int_array("item sizes", item_sizes)]
-    )
-    used = tables * int(sizes.sum())
-    full = tables * int(d_max) * sizes.size
-    return {
-        "budget_params": int(B),
-        "params_used": used,
-        "fraction_of_full": used / full if full else 0.0,
-        "slack": int(B) - used,
-        "dense_params": int(dense_params),
-    }

@@ -1,7 +1,9 @@
 """Dataset name resolution, format detection and loading into a split :class:`Dataset`.
 
-``load_dataset("gowalla")`` reads the gzipped copy shipped in ``embudget/datasets/gowalla``.
-Other names are looked up as ``<dir>/<name>`` in :func:`data_search_path`. A path may be a
+``load_dataset("gowalla")`` reads the gzipped copy shipped in ``embudget/datasets/gowalla``
+(likewise ``gowalla-mini``). Other names (``lastfm``, ``ml-100k``, ``yelp2018`` or any folder
+name) are looked up as ``<dir>/<name>`` in :func:`data_search_path`: ``$EMBUDGET_DATA``, then
+``./shared/data`` and ``../shared/data`` of the working directory. A path may be a
 directory (format detected from its files) or a single file (format from its extension).
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embudget.config.choices import DataFormat, SplitProtocol, choices
 from embudget.data.dataset import Dataset
 from embudget.data.formats import (
     RawInteractions,
@@ -45,8 +48,9 @@ KNOWN_DATASETS: dict[str, str] = {
 #: Datasets shipped inside the package (``embudget/datasets/<name>``).
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "datasets"
 SHIPPED_DATASETS = ("gowalla", "gowalla-mini")
-FORMATS = ("auto", "lightgcn", "lastfm", "recbole", "movielens", "csv")
-PROTOCOLS = {"paper": "paper", "p": "paper", "standard": "standard", "s": "standard"}
+FORMATS = choices(DataFormat)
+#: protocol names and their one-letter short forms
+PROTOCOLS = {**{p: p for p in choices(SplitProtocol)}, "p": "paper", "s": "standard"}
 _EXPECTED_FILES = (
     "train.txt + test.txt (lightgcn), data1.txt + test1.txt (lastfm), "
     "one *.inter (recbole), ratings.dat or ratings.csv (movielens); each may be .gz"
@@ -58,15 +62,15 @@ _EXPECTED_FILES = (
 
 def data_search_path() -> list[Path]:
     """Directories searched for dataset names, in order: ``$EMBUDGET_DATA`` (os.pathsep
-    separated), ``./shared/data``, ``../shared/data``, and ``shared/data`` next to the repo."""
+    separated), then ``./shared/data`` and ``../shared/data`` relative to the working directory.
+
+    Nothing depends on where the package is installed: a name is found only through the
+    environment variable or the directory the command runs in.
+    """
     env = os.environ.get("EMBUDGET_DATA", "")
     dirs = [Path(d).expanduser() for d in env.split(os.pathsep) if d]
     cwd = Path.cwd()
-    dirs += [
-        cwd / "shared" / "data",
-        cwd.parent / "shared" / "data",
-        Path(__file__).resolve().parents[3].parent / "shared" / "data",
-    ]
+    dirs += [cwd / "shared" / "data", cwd.parent / "shared" / "data"]
     seen: list[Path] = []
     for d in dirs:
         if d not in seen:
@@ -77,7 +81,7 @@ def data_search_path() -> list[Path]:
 def resolve_dataset(name_or_path: str | Path) -> tuple[str, Path]:
     """(name, path) of a dataset given by known name, by name in the search path, or by path.
 
-    ``gowalla`` resolves to the copy shipped in the package.
+    ``gowalla`` and ``gowalla-mini`` resolve to the copies shipped in the package.
     """
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_DATASETS:
         return name_or_path, SHIPPED_DIR / name_or_path
@@ -284,8 +288,9 @@ def load_dataset(
     """Read, index and split a dataset (protocol.md §2-4).
 
     Args:
-        name_or_path: a known name (``gowalla``, ``yelp2018``, ``lastfm``, ``ml-100k``), a
-            folder name in :func:`data_search_path`, or a directory / file path.
+        name_or_path: a shipped name (``gowalla``, ``gowalla-mini``), a folder name in
+            :func:`data_search_path` (e.g. ``lastfm``, ``ml-100k``, ``yelp2018``), or a
+            directory / file path.
         protocol: ``paper`` (P: merge and re-split 50/25/25 per user) or ``standard``
             (S: keep the given train/test, carve validation from train).
         split_seed: seed of the keyed ordering.

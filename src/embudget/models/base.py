@@ -81,7 +81,8 @@ class Backbone(nn.Module, ABC):
         yield from self.item_tables()
 
     def embedding_params_used(self) -> int:
-        """Σ sizes over every ID-embedding table (what the budget counts)."""
+        """tables · Σ d_n: what the budget counts (each table's count is
+        :func:`embudget.budget.usage.params_used` of its sizes)."""
         return sum(t.params_used() for t in self.embedding_tables())
 
     def dense_params(self) -> int:

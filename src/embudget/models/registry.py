@@ -14,6 +14,8 @@ from embudget.models.mf import MF
 from embudget.models.ncf import NCF
 from embudget.models.ngcf import NGCF
 
+#: one class per name of :data:`~embudget.config.choices.BackboneName`, the names a config
+#: accepts (tests/test_config.py checks that the two agree)
 MODELS: dict[str, type[Backbone]] = {"mf": MF, "ncf": NCF, "ngcf": NGCF, "lightgcn": LightGCN}
 GRAPH_MODELS = frozenset({"ngcf", "lightgcn"})
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embudget.budget.usage import params_of_histograms
 from embudget.errors import BudgetError, BudgetErrorType, DataFormatError
 
 __all__ = ["Action", "RankAssignment", "rank_order"]
@@ -128,9 +129,8 @@ class Action:
 
     @property
     def params_used(self) -> int:
-        """Σ d_n over users and items."""
-        d = np.arange(1, self.d_max + 1, dtype=np.int64)
-        return int((self.hist_u * d).sum() + (self.hist_v * d).sum())
+        """Σ d_n over users and items (:func:`~embudget.budget.usage.params_used`, one table)."""
+        return params_of_histograms(self.hist_u, self.hist_v)
 
     def sorted_sizes(self) -> tuple[np.ndarray, np.ndarray]:
         """Users' and items' sizes in descending order (the size of rank 0 first)."""

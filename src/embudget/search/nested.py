@@ -1,5 +1,5 @@
-"""Nested (weight-sharing) pretraining for fast mode (issue 6; beyond bet.md, which pretrains at
-full size only, §6).
+"""Nested (weight-sharing) pretraining for fast mode (beyond bet.md, which pretrains at full
+size only, §6).
 
 Every pretraining step trains one truncation drawn the way the search will draw them: a kept
 fraction k, log-uniform in [k_min, 1], gives a budget; the bounded sampler draws an action at

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from embudget.budget.usage import Usage, params_used
 from embudget.tables.sized import SizedEmbedding, SizesLike, as_sizes, check_width
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,8 @@ class CompactEmbedding(nn.Module):
         return out.masked_scatter(self.mask()[:, :w], self.values)
 
     def params_used(self) -> int:
-        """Σ sizes: the embedding parameters this table really uses."""
-        return int(self.values.numel())
+        """Σ sizes: the embedding parameters this table really uses (= ``values.numel()``)."""
+        return params_used(self.sizes.cpu().numpy(), ())
 
     def _load_from_state_dict(
         self,
@@ -250,13 +251,14 @@ def is_compact(model: nn.Module) -> bool:
 
 
 def compact_pays(sizes: Iterable[np.ndarray | torch.Tensor], d_max: int) -> bool:
-    """Whether jagged storage (values + int64 offsets) is smaller than the dense tables."""
-    dense, jagged = 0, 0
-    for s in sizes:
-        a = np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.int64)
-        dense += 4 * d_max * a.size
-        jagged += 4 * int(a.sum()) + 8 * (a.size + 1)
-    return jagged < dense
+    """Whether jagged fp32 storage (values + int64 offsets) of ``(user_sizes, item_sizes)`` is
+    smaller than the dense fp32 tables (one array alone counts as users without items)."""
+    arrays = [np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, np.int64) for s in sizes]
+    if not 1 <= len(arrays) <= 2:
+        raise ValueError("give the user sizes and the item sizes")
+    us, vs = arrays[0], arrays[1] if len(arrays) == 2 else np.zeros(0, np.int64)
+    u = Usage.of_sizes(us, vs, d_max=d_max)
+    return u.bytes < u.dense_table_bytes
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from embudget.budget.usage import params_used
+
 SizesLike = np.ndarray | torch.Tensor | int | None
 
 
@@ -94,4 +96,4 @@ class SizedEmbedding(nn.Module):
 
     def params_used(self) -> int:
         """Σ sizes: the embedding parameters this table really uses."""
-        return int(self.sizes.to(torch.int64).sum())
+        return params_used(self.sizes.cpu().numpy(), ())

@@ -23,7 +23,9 @@ from embudget.data.sampling import BPRSampler
 from embudget.io import load_torch, save_torch
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, np_rng
+from embudget.training.adam import FusedAdam
 from embudget.training.evaluate import EvalResult, evaluate
+from embudget.training.malloc import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class _Stepper:
         device: torch.device,
         sizes_at: SizesAt | None = None,
     ) -> None:
+        retain_freed_memory()  # ~15 % faster steps, no number changes (training/malloc.py)
         self.model = model
         self.sizes_at = sizes_at
         self.schedule = schedule
@@ -85,7 +88,8 @@ class _Stepper:
         )
         # The fused kernel is ~9x faster than the default per-tensor Adam on CPU for a
         # Gowalla-sized table (0.047 s vs 0.42 s per step, 1 thread): it dominates MF steps.
-        self.opt = torch.optim.Adam(model.parameters(), lr=schedule.lr_at(0), fused=True)
+        # FusedAdam is that kernel without torch.optim's import of the compiler stack.
+        self.opt = FusedAdam(model.parameters(), lr=schedule.lr_at(0))
         self.step = 0
         self._loss_sum = torch.zeros((), device=device)
         self._loss_n = 0
@@ -93,14 +97,12 @@ class _Stepper:
     def run(self, n_steps: int, bar: Any = None) -> None:
         self.model.train()
         for _ in range(n_steps):
-            lr = self.schedule.lr_at(self.step)
-            for g in self.opt.param_groups:
-                g["lr"] = lr
+            self.opt.lr = self.schedule.lr_at(self.step)
             if self.sizes_at is not None:  # nested pretraining: this step's truncation
                 self.model.set_sizes(*self.sizes_at(self.step))
             users, pos, neg = (t.to(self.device, non_blocking=True) for t in self.sampler.sample())
             loss = self.model.loss(users, pos, neg)
-            self.opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad()
             loss.backward()
             self.opt.step()
             self._loss_sum += loss.detach()
@@ -177,6 +179,19 @@ def validation_users(dataset: Dataset, fraction: float, seed: int, stream: str) 
     return users
 
 
+def earliest_stop(cfg: TrainConfig, step: int, bad: int, *, evaluated: bool) -> int:
+    """The step at which :func:`fit` stops if validation quality never improves again.
+
+    Training stops after ``cfg.patience`` evaluations without improvement, one every
+    ``cfg.eval_every_steps`` steps, or at ``cfg.max_steps``. Before the first evaluation (which
+    always improves on nothing) that is ``patience + 1`` windows away, afterwards
+    ``patience - bad``. Every improvement moves it out: it is a lower bound on the run's
+    length, and the progress bar's total.
+    """
+    windows = cfg.patience - bad if evaluated else cfg.patience + 1
+    return min(cfg.max_steps, step + max(windows, 0) * cfg.eval_every_steps)
+
+
 def _fork_rng(device: torch.device) -> Any:
     devices = [device] if device.type == "cuda" else []
     return torch.random.fork_rng(devices=devices)
@@ -227,8 +242,17 @@ def fit(
             log.info("resumed %s from %s at step %d", desc, ckpt, st.step)
         best_valid: EvalResult | None = None
         stopped = False
+        # The bar's total is the step at which training stops if quality never improves again
+        # (see earliest_stop): the ETA is to the earliest possible stop, and the total moves
+        # out after every improvement. max_steps (100,000 by default) would give a
+        # meaningless ETA.
         bar = tqdm(
-            total=cfg.max_steps, initial=st.step, desc=desc, disable=not progress, leave=False
+            total=earliest_stop(cfg, st.step, bad, evaluated=bool(history)),
+            initial=st.step,
+            desc=desc,
+            unit="step",
+            disable=not progress,
+            leave=False,
         )
 
         def evaluate_now() -> None:
@@ -262,6 +286,7 @@ def fit(
                 res.means.get("recall@20", float("nan")),
                 " *" if improved else "",
             )
+            bar.total = earliest_stop(cfg, st.step, bad, evaluated=True)
             bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
             if on_eval is not None:
                 on_eval(rec)

@@ -1,0 +1,106 @@
+"""The long-format records of a grid's ``results.jsonl`` (protocol.md §9.2); no torch.
+
+One line per (run, split, metric, K); all lines of a cell are written at once and each carries
+``n_records``, so a reader drops a cell cut short by a torn write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from embudget.bench.cells import Cell, preset
+from embudget.config import RunConfig
+from embudget.result import RunResult
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+RESULTS_FILE = "results.jsonl"
+
+
+def _split_metric(name: str) -> tuple[str, int | None]:
+    if "@" in name:
+        metric, k = name.split("@", 1)
+        return metric, int(k)
+    return name, None
+
+
+def result_records(
+    cell: Cell, cfg: RunConfig, result: RunResult, run_dir: str
+) -> list[dict[str, Any]]:
+    """The long-format lines of one finished cell (protocol.md §9.2)."""
+    usage, timing = result.usage, result.timing
+    common: dict[str, Any] = {
+        "schema": SCHEMA,
+        "run_id": Path(run_dir).name,
+        "cell_id": cell.cell_id,
+        "config_hash": result.config_hash,
+        "dataset": result.dataset,
+        "protocol": result.protocol,
+        "split_seed": cfg.data.split_seed,
+        "split_fingerprint": result.split_fingerprint,
+        "backbone": result.backbone,
+        "method": result.method,
+        "preset": preset(cfg),
+        "seed": result.seed,
+        "sparsity": result.sparsity,
+        "kept_fraction": result.kept_fraction,
+        "budget_params": usage.params_budget,
+        "params_used": usage.params,
+        "fraction_of_full": usage.fraction_of_full,
+        "dense_params": usage.dense_params,
+        "bytes_used": usage.bytes,
+        "time_pretrain_s": timing.pretrain,
+        "time_search_s": timing.search,
+        "time_retrain_s": timing.retrain,
+        "time_total_s": timing.total,
+        "n_probes": result.n_probes,
+        "device": result.device,
+        "torch_version": result.torch_version,
+        "embudget_version": result.embudget_version,
+        "run_dir": run_dir,
+    }
+    lines = []
+    for split, block in (("valid", result.valid), ("test", result.test)):
+        for name, value in block.means.items():
+            metric, k = _split_metric(name)
+            lines.append(
+                {
+                    **common,
+                    "split": split,
+                    "metric": metric,
+                    "k": k,
+                    "value": float(value),
+                    "n_users_evaluated": block.n_users_evaluated,
+                }
+            )
+    for line in lines:
+        line["n_records"] = len(lines)  # lets a reader spot a cell cut short mid-write
+    return lines
+
+
+def load_results(path: str | Path) -> list[dict[str, Any]]:
+    """The complete cells' records of a results file (a torn last write is dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not valid JSON (a torn write?); ignored", path, i)
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (r["run_id"], r["config_hash"])
+        counts[key] = counts.get(key, 0) + 1
+    complete = [r for r in records if counts[(r["run_id"], r["config_hash"])] == r["n_records"]]
+    if len(complete) != len(records):
+        n_bad = len(records) - len(complete)
+        log.warning("%s: %d records of unfinished cells ignored", path, n_bad)
+    return complete

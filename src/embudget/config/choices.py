@@ -1,0 +1,41 @@
+"""The closed sets of values a setting may take, each defined once as a ``Literal`` type.
+
+The config loader validates against these types (:func:`typing.get_args`), and the modules that
+act on a setting import its type or :func:`choices` instead of repeating the strings.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal
+
+#: The search method (bet.md §5) or baseline (bet.md §9) of a run.
+Method = Literal["bet", "bet-random", "bet-simple", "su", "sr", "full"]
+#: A backbone of bet.md §8 (``models.base.Backbone`` is the model class, hence the suffix).
+BackboneName = Literal["mf", "ncf", "ngcf", "lightgcn"]
+#: How interactions are split into train / validation / test (protocol.md).
+SplitProtocol = Literal["paper", "standard"]
+#: The file format of a dataset; ``auto`` detects it from the files.
+DataFormat = Literal["auto", "lightgcn", "lastfm", "recbole", "movielens", "csv"]
+#: The storage precision a byte budget counts (bet.md §14.2).
+Dtype = Literal["fp32", "fp16", "bf16", "int8"]
+#: The storage layout a byte budget counts (bet.md §14.2).
+Layout = Literal["jagged", "bucketed"]
+#: What the bounded sampler does when its draws keep exceeding the budget (bet.md §3.2).
+OnExhausted = Literal["clamp", "error"]
+#: How Θ0 is pretrained: at full size (bet.md §7.1) or with every prefix trained (fast mode).
+PretrainMode = Literal["standard", "nested"]
+#: Where a retrained candidate starts: from scratch (bet.md §7.3) or from Θ0's prefixes.
+RetrainInit = Literal["scratch", "shared"]
+#: One replay pair per predictor update (bet.md §4.6) or all pairs at once.
+UpdateMode = Literal["single", "batch"]
+#: The predictor's output unit: the reference leaky ReLU or a linear one.
+PredictorOutput = Literal["leaky_relu", "linear"]
+
+
+def choices(alias: Any) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` alias, in order: ``choices(Layout)``."""
+    args = typing.get_args(alias)
+    if typing.get_origin(alias) is not Literal or not args:
+        raise TypeError(f"{alias!r} is not a Literal type")
+    return tuple(str(a) for a in args)

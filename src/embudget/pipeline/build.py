@@ -1,0 +1,82 @@
+"""What every stage builds from a config: the dataset, fresh backbones, the resolved budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from embudget.budget.usage import ResolvedBudget
+from embudget.config import ModelConfig, RunConfig
+from embudget.data import load_dataset
+from embudget.data.dataset import Dataset
+from embudget.models import build_model
+from embudget.models.base import Backbone
+from embudget.seeds import torch_generator
+from embudget.training.fit import validation_users
+
+PRETRAIN_STREAM = "pretrain"  # seed stream of every full-size training
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return load_dataset(
+        d.name, protocol=d.protocol, split_seed=d.split_seed, fmt=d.format, min_rating=d.min_rating
+    )
+
+
+def selection_users(cfg: RunConfig, dataset: Dataset) -> np.ndarray | None:
+    """The validation users that select models during training (``train.eval_user_fraction``;
+    None = all). One fixed sample per config seed, shared by Θ0 and every retraining."""
+    fraction = cfg.train.eval_user_fraction
+    if fraction >= 1.0:
+        return None
+    return validation_users(dataset, fraction, cfg.seed, "selection-users")
+
+
+def tables_per_entity(cfg: RunConfig) -> int:
+    """NCF (shared budget mode) keeps a GMF and an MLP row per entity, both sized d_n."""
+    return 2 if cfg.model.name == "ncf" else 1
+
+
+def resolve_budget(cfg: RunConfig, dataset: Dataset) -> ResolvedBudget:
+    """The config's budget against the dataset and backbone (a byte budget becomes B after the
+    storage's size-independent overhead, bet.md §14.2)."""
+    return ResolvedBudget.from_config(
+        cfg.budget,
+        dataset.n_users,
+        dataset.n_items,
+        cfg.model.d_max,
+        tables_per_entity(cfg),
+        cfg.search.sampler.size_step,
+    )
+
+
+def model_options(mc: ModelConfig) -> dict[str, Any]:
+    """Only the options the chosen backbone understands."""
+    opts: dict[str, Any] = {}
+    if mc.reg is not None:
+        opts["reg"] = mc.reg
+    if mc.name in ("lightgcn", "ngcf"):
+        opts["n_layers"] = mc.n_layers
+    if mc.name == "ngcf":
+        opts["node_dropout"] = mc.node_dropout
+        opts["mess_dropout"] = mc.mess_dropout
+    return opts
+
+
+def make_model(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, *stream: str | int
+) -> Backbone:
+    """A freshly initialised backbone; ``stream`` names the init seed stream."""
+    model = build_model(
+        cfg.model.name,
+        dataset.n_users,
+        dataset.n_items,
+        dataset.train,
+        d_max=cfg.model.d_max,
+        generator=torch_generator(cfg.seed, "init", *stream),
+        **model_options(cfg.model),
+    )
+    return model.to(device)

@@ -1,0 +1,123 @@
+"""Θ0: the full-size backbone trained to convergence, cached by what it depends on
+(bet.md §5.1; nested pretraining trains every prefix, §14.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from embudget.config import HASH_FORMAT, RunConfig
+from embudget.data.dataset import Dataset
+from embudget.io import file_lock, load_torch, save_torch
+from embudget.pipeline.build import PRETRAIN_STREAM, make_model, selection_users
+from embudget.search.actions import RankAssignment
+from embudget.search.nested import NestedSizes
+from embudget.seeds import int_seed
+from embudget.training.fit import fit
+
+log = logging.getLogger(__name__)
+
+
+def pretrain_key(cfg: RunConfig, dataset: Dataset) -> str:
+    """Hash of what Θ0 depends on: the split's fingerprint, the data, backbone and training
+    settings that differ from the defaults (so a setting added later with a default leaves
+    every cached Θ0 valid), the cut-offs, the seed and nested pretraining's settings."""
+    blob = json.dumps(
+        {
+            "format": HASH_FORMAT,
+            "fingerprint": dataset.fingerprint(),
+            "changes": cfg.changes(("data", "model", "train")),
+            "ks": list(cfg.eval.ks),
+            "seed": cfg.seed,
+            **_nested_key(cfg),
+        },
+        sort_keys=True,
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _nested_key(cfg: RunConfig) -> dict[str, Any]:
+    """Nested pretraining's settings (absent for standard Θ0, so its cache keys stay valid)."""
+    s = cfg.search
+    if s.pretrain.mode != "nested":
+        return {}
+    return {"nested": {"kept_min": s.pretrain.nested_kept_min, "size_step": s.sampler.size_step}}
+
+
+def nested_sizes(cfg: RunConfig, dataset: Dataset) -> NestedSizes | None:
+    """The per-step truncations of nested pretraining, or None for standard Θ0."""
+    if cfg.search.pretrain.mode != "nested":
+        return None
+    return NestedSizes(
+        RankAssignment(dataset.user_freq, dataset.item_freq),
+        cfg.model.d_max,
+        cfg.search.pretrain.nested_kept_min,
+        int_seed(cfg.seed, PRETRAIN_STREAM),
+        cfg.search.sampler.size_step,
+    )
+
+
+@dataclass
+class Pretrained:
+    """Θ0's weights, its validation means, the seconds its training took, and whether it was
+    loaded from the cache (then no training time was spent in this run)."""
+
+    state: dict[str, torch.Tensor]
+    valid: dict[str, float]
+    seconds: float
+    cached: bool
+
+
+def pretrain(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, progress: bool = False
+) -> Pretrained:
+    """Θ0: the full-size backbone trained to convergence (every prefix trained, when nested),
+    loaded from the cache when present."""
+    cache = Path(cfg.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = pretrain_key(cfg, dataset)
+    path = cache / f"pretrain-{cfg.model.name}-{key}.pt"
+    # one process trains a given Θ0; another that needs it (a second `bench` sharing the
+    # cache) waits for it and loads the result, instead of training it again beside it
+    lock = path.with_suffix(".lock")
+    with file_lock(lock, wait=False) as free:
+        if not free:
+            log.info("another process is pretraining %s; waiting for it", path.name)
+    with file_lock(lock):
+        return _load_or_pretrain(cfg, dataset, device, path, key, progress)
+
+
+def _load_or_pretrain(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, path: Path, key: str, progress: bool
+) -> Pretrained:
+    if path.is_file():
+        blob = load_torch(path, map_location=device)
+        log.info("pretrained model from cache %s", path)
+        return Pretrained(blob["model"], blob["valid"], float(blob["seconds"]), True)
+    checkpoint = path.with_suffix(".ckpt.pt")
+    model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
+    fr = fit(
+        model,
+        dataset,
+        cfg.train,
+        seed=int_seed(cfg.seed, PRETRAIN_STREAM),
+        ks=cfg.eval.ks,
+        eval_users=selection_users(cfg, dataset),
+        eval_batch_users=cfg.eval.batch_users,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"pretrain {cfg.model.name}",
+        sizes_at=nested_sizes(cfg, dataset),
+    )
+    assert fr.valid is not None
+    valid = {k: float(v) for k, v in fr.valid.means.items()}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_torch(path, {"model": state, "valid": valid, "seconds": fr.seconds, "key": key})
+    checkpoint.unlink(missing_ok=True)
+    return Pretrained(state, valid, fr.seconds, False)

@@ -1,0 +1,177 @@
+"""Retraining the proposed candidates and choosing one on validation (bet.md §7.2–§7.3).
+
+Each finished retraining is logged to ``retrain.jsonl`` beside its weights, so a resumed run
+retrains only the candidates it had not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embudget.budget.core import check_budget
+from embudget.config import RunConfig
+from embudget.data.dataset import Dataset
+from embudget.io import RunDir, append_jsonl
+from embudget.models.base import Backbone
+from embudget.pipeline.build import make_model, selection_users
+from embudget.pipeline.rundir import save_weights
+from embudget.result import Chosen
+from embudget.search.proposers import Candidate
+from embudget.seeds import int_seed
+from embudget.tables.compact import compact_pays, load_weights, to_compact
+from embudget.training.evaluate import EvalResult
+from embudget.training.fit import fit, validate
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "retrain.jsonl"
+
+
+@dataclass
+class Trained:
+    model: Backbone
+    valid: EvalResult
+    seconds: float
+    best_step: int
+
+
+def train_sizes(
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    user_sizes: np.ndarray,
+    item_sizes: np.ndarray,
+    stream: str,
+    checkpoint: Path | None,
+    progress: bool,
+    init: dict[str, torch.Tensor] | None = None,
+) -> Trained:
+    """A backbone with fixed sizes from step 0, trained to convergence (bet.md §7.2): fresh, or
+    with ``init`` (fast mode's warm start) Θ0's weights truncated to the sizes.
+
+    The tables are compact (jagged) whenever that is smaller than the masked form, so the
+    parameters, gradients and Adam state follow the budget; the trajectory is the same.
+    """
+    model = make_model(cfg, dataset, device, stream)
+    if init is not None:
+        model.load_state_dict(init)
+    model.set_sizes(user_sizes, item_sizes)
+    if compact_pays([user_sizes, item_sizes], cfg.model.d_max):
+        to_compact(model)
+    s = cfg.search
+    train = dataclasses.replace(
+        cfg.train,
+        patience=s.retrain.patience or cfg.train.patience,
+        max_steps=s.retrain.max_steps or cfg.train.max_steps,
+    )
+    fr = fit(
+        model,
+        dataset,
+        train,
+        seed=int_seed(cfg.seed, stream),
+        ks=cfg.eval.ks,
+        eval_users=selection_users(cfg, dataset),
+        eval_batch_users=cfg.eval.batch_users,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=stream,
+        validate_first=init is not None and s.retrain.validate_first,
+    )
+    assert fr.valid is not None
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return Trained(model, fr.valid, fr.seconds, fr.best_step)
+
+
+@dataclass
+class Retrained:
+    """The chosen candidate's model and validation, and the seconds all retrainings took."""
+
+    model: Backbone
+    valid: EvalResult
+    chosen: Chosen
+    seconds: float
+
+
+def _finished(path: Path, resume: bool) -> dict[str, dict[str, Any]]:
+    """The retrainings logged by an interrupted run (resuming), else a fresh log."""
+    done: dict[str, dict[str, Any]] = {}
+    if resume and path.exists():
+        for line in path.read_text().splitlines():
+            d = json.loads(line)
+            done[d["name"]] = d
+    elif path.exists():
+        path.unlink()
+    return done
+
+
+def retrain(
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    run: RunDir,
+    candidates: tuple[Candidate, ...],
+    per_entity: int,
+    resume: bool,
+    progress: bool,
+    init: dict[str, torch.Tensor] | None = None,
+) -> Retrained:
+    """Retrain every candidate (from scratch, or from ``init`` truncated); choose by validation
+    quality, the first on a tie (bet.md §7.3).
+
+    Raises:
+        BudgetError: a candidate's sizes exceed ``per_entity`` (VIOLATED: an internal bug).
+    """
+    done_path = run.file(LOG_FILE)
+    done = _finished(done_path, resume)
+    seconds = sum(float(d["seconds"]) for d in done.values())
+    best: tuple[float, Candidate] | None = None
+    for c in candidates:
+        check_budget(c.user_sizes, c.item_sizes, per_entity, cfg.model.d_max)
+        weights = run.file(f"{c.name}.safetensors")
+        if c.name in done and weights.is_file():
+            q = float(done[c.name]["valid"]["quality"])
+        else:
+            tr = train_sizes(
+                cfg,
+                dataset,
+                device,
+                c.user_sizes,
+                c.item_sizes,
+                c.name,
+                run.file(f"{c.name}.ckpt.pt"),
+                progress,
+                init,
+            )
+            save_weights(tr.model, weights)
+            q = float(tr.valid.means["quality"])
+            means = {k: float(v) for k, v in tr.valid.means.items()}
+            rec = {
+                "name": c.name,
+                "valid": {**means, "n_users_evaluated": tr.valid.n_users_evaluated},
+                "seconds": tr.seconds,
+                "best_step": tr.best_step,
+            }
+            append_jsonl(done_path, rec)
+            seconds += tr.seconds
+            log.info("retrained %s: valid Q %.4f (%.0fs)", c.name, q, tr.seconds)
+        if best is None or q > best[0]:
+            best = (q, c)
+    assert best is not None
+    q, c = best
+    model = make_model(cfg, dataset, device, c.name)
+    model.set_sizes(c.user_sizes, c.item_sizes)
+    from safetensors.torch import load_file
+
+    state = load_file(str(run.file(f"{c.name}.safetensors")), device=str(device))
+    load_weights(model, state)  # compact or masked, as it was trained
+    valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+    return Retrained(model, valid, Chosen(c.name, q), seconds)

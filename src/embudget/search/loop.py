@@ -1,0 +1,294 @@
+"""The T search iterations (bet.md §5–§6): sample m actions, select one by the t mod 5
+schedule, probe it by fine-tuning a fresh copy of Θ0, update the predictor.
+
+Every iteration's randomness comes from named streams keyed by (seed, purpose, t), and the
+search state is saved atomically after each iteration (``search_state.pt``, with one line per
+iteration in ``history.jsonl``), so a resumed search equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embudget.budget.usage import params_used
+from embudget.config import RunConfig
+from embudget.data.dataset import Dataset
+from embudget.errors import RunDirError
+from embudget.io import RunDir, append_jsonl, load_torch, save_torch, write_text
+from embudget.models.base import Backbone
+from embudget.search.actions import Action, RankAssignment
+from embudget.search.predictor import FitnessPredictor, PredictorTrainer, greedy, nearest
+from embudget.search.sampler import BoundedSampler
+from embudget.seeds import int_seed, np_rng
+from embudget.training.fit import Schedule, finetune, validate, validation_users
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = {0: "greedy", 1: "greedy", 2: "greedy", 3: "random", 4: "nearest"}
+STATE_FILE = "search_state.pt"
+HISTORY_FILE = "history.jsonl"
+
+
+def make_sampler(cfg: RunConfig, dataset: Dataset, action_budget: int) -> BoundedSampler:
+    """The bounded sampler of the config's search settings at ``action_budget``."""
+    s = cfg.search
+    return BoundedSampler(
+        dataset.n_users,
+        dataset.n_items,
+        action_budget,
+        d_max=cfg.model.d_max,
+        max_attempts=s.sampler.max_attempts,
+        on_exhausted=s.sampler.on_exhausted,
+        size_step=s.sampler.size_step,
+    )
+
+
+def probe_steps(cfg: RunConfig, dataset: Dataset) -> int:
+    """Fine-tuning steps of one probe: ``finetune_steps``, else h epochs of BPR steps (h = 10,
+    15 for NGCF, bet.md Appendix A)."""
+    s = cfg.search
+    if s.probe.steps is not None:
+        return s.probe.steps
+    epochs = s.probe.epochs
+    if epochs is None:
+        epochs = 15 if cfg.model.name == "ngcf" else 10
+    return epochs * math.ceil(dataset.train.nnz / cfg.train.batch_users)
+
+
+class Searcher:
+    """Probes actions against Θ0 and selects the next one (bet.md §5–§6).
+
+    Args:
+        model: a backbone of Θ0's shape; each probe loads Θ0 into it.
+        theta0: Θ0's weights.
+        predictor: the fitness predictor (None: every selection is random).
+        random_select: select at random in every iteration (BET-random).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        dataset: Dataset,
+        model: Backbone,
+        theta0: dict[str, torch.Tensor],
+        assignment: RankAssignment,
+        action_budget: int,
+        predictor: FitnessPredictor | None,
+        random_select: bool = False,
+    ) -> None:
+        self.cfg, self.dataset = cfg, dataset
+        self.assignment = assignment
+        s = cfg.search
+        self.sampler = make_sampler(cfg, dataset, action_budget)
+        self.theta0 = theta0
+        self.model = model
+        self.probe_steps = probe_steps(cfg, dataset)
+        self.probe_schedule = Schedule(
+            s.probe.lr, s.probe.lr_decay, s.probe.lr_decay_every, s.probe.lr_min
+        )
+        self.fitness_users = validation_users(
+            dataset, s.probe.user_fraction, cfg.seed, "fitness-users"
+        )
+        self.model.load_state_dict(theta0)
+        self.q0 = self._quality()
+        self.random_select = random_select
+        self.predictor = predictor
+        self.trainer: PredictorTrainer | None = None
+        if predictor is not None:
+            self.trainer = PredictorTrainer(predictor, batch=s.predictor.update_mode == "batch")
+
+    def _quality(self) -> float:
+        res = validate(self.model, self.dataset, "valid", (5, 10, 20), users=self.fitness_users)
+        return float(res.means["quality"])
+
+    def probe(self, action: Action, t: int) -> tuple[float, float, float, float]:
+        """Fine-tune a fresh copy of Θ0 with the action's sizes; (r, Q, train s, eval s)."""
+        t0 = time.perf_counter()
+        self.model.load_state_dict(self.theta0)
+        us, vs = self.assignment.sizes(action)
+        self.model.set_sizes(us, vs)
+        if self.probe_steps > 0:
+            finetune(
+                self.model,
+                self.dataset,
+                steps=self.probe_steps,
+                schedule=self.probe_schedule,
+                batch_users=self.cfg.train.batch_users,
+                seed=int_seed(self.cfg.seed, "probe", t),
+            )
+        t1 = time.perf_counter()
+        q = self._quality()
+        return q / self.q0, q, t1 - t0, time.perf_counter() - t1
+
+    def select(
+        self, t: int, hu: np.ndarray, hv: np.ndarray, best: Action | None
+    ) -> tuple[int, str]:
+        """The index of the candidate to probe at iteration ``t``, and the strategy used."""
+        strategy = "random" if self.random_select else STRATEGIES[t % 5]
+        if strategy == "nearest" and best is None:
+            strategy = "greedy"
+        if strategy == "random":
+            return int(np_rng(self.cfg.seed, "select", t).integers(hu.shape[0])), strategy
+        assert self.predictor is not None
+        if strategy == "greedy":
+            return greedy(self.predictor, hu, hv), strategy
+        assert best is not None
+        return nearest(self.predictor, hu, hv, best.hist_u[None], best.hist_v[None]), strategy
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainer": self.trainer.state_dict() if self.trainer is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.trainer is not None:
+            self.trainer.load_state_dict(state["trainer"])
+
+
+def best_probe(population: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest measured fitness; ties go to the earlier iteration."""
+    if not population:
+        return None
+    return max(population, key=lambda p: (p["fitness"], -p["t"]))
+
+
+def ranked(population: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Probes by fitness, highest first; ties go to the earlier iteration."""
+    return sorted(population, key=lambda p: (-p["fitness"], p["t"]))
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Every probe (``t``, ``fitness``, ``quality``, ``action`` as a dict) and the seconds the
+    iterations took, over all resumptions."""
+
+    population: list[dict[str, Any]]
+    seconds: float
+
+
+def _truncate_jsonl(path: Path, n_lines: int) -> None:
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)[:n_lines]
+    write_text(path, "".join(lines))
+
+
+def search(searcher: Searcher, run: RunDir, resume: bool, progress: bool) -> SearchOutcome:
+    """Run the iterations not yet done (all, unless ``resume`` finds a saved state)."""
+    cfg = searcher.cfg
+    s = cfg.search
+    state_path = run.file(STATE_FILE)
+    history_path = run.file(HISTORY_FILE)
+    population: list[dict[str, Any]] = []
+    t_start, seconds = 0, 0.0
+    if resume and state_path.is_file():
+        state = load_torch(state_path)
+        if state["config_hash"] != cfg.hash():
+            raise RunDirError(f"cannot resume {run.path}: the search state has another config")
+        searcher.load_state_dict(state["searcher"])
+        population = json.loads(state["population"])
+        t_start, seconds = int(state["t"]), float(state["seconds"])
+        log.info("resuming search at iteration %d", t_start)
+    _truncate_jsonl(history_path, t_start)
+    bar = tqdm(total=s.iterations, initial=t_start, desc="search", disable=not progress)
+    try:
+        for t in range(t_start, s.iterations):
+            t0 = time.perf_counter()
+            batch = searcher.sampler.sample_batch(
+                s.sampler.candidates, np_rng(cfg.seed, "sampler", t)
+            )
+            t1 = time.perf_counter()
+            best = best_probe(population)
+            best_action = Action.from_dict(best["action"]) if best is not None else None
+            idx, strategy = searcher.select(t, batch.hist_u, batch.hist_v, best_action)
+            action = Action(batch.hist_u[idx], batch.hist_v[idx], batch.records[idx])
+            predicted = None
+            if searcher.predictor is not None:
+                with torch.no_grad():
+                    predicted = float(
+                        searcher.predictor(action.hist_u[None], action.hist_v[None])[0]
+                    )
+            t2 = time.perf_counter()
+            r, q, train_s, eval_s = searcher.probe(action, t)
+            t3 = time.perf_counter()
+            logs: list[dict[str, float]] = []
+            if searcher.trainer is not None:
+                searcher.trainer.add(action, r)
+                logs = searcher.trainer.update(
+                    np_rng(cfg.seed, "predictor", t), s.predictor.updates
+                )
+            t4 = time.perf_counter()
+            seconds += t4 - t0
+            population.append({"t": t, "fitness": r, "quality": q, "action": action.to_dict()})
+            best_now = best_probe(population)
+            assert best_now is not None
+            us, vs = searcher.assignment.sizes(action)
+            rec = {
+                "t": t,
+                "strategy": strategy,
+                "candidate": idx,
+                "n_clamped": batch.n_clamped,
+                "predicted": predicted,
+                "fitness": r,
+                "quality": q,
+                "q0": searcher.q0,
+                "best_fitness": best_now["fitness"],
+                "predictor_loss": [lg["loss"] for lg in logs],
+                "params_used": params_used(us, vs),  # of one table per entity
+                "user_size_mean": float(us.mean()),
+                "item_size_mean": float(vs.mean()),
+                "record": action.record,
+                "hist_u": action.hist_u.tolist(),
+                "hist_v": action.hist_v.tolist(),
+                "seconds": {
+                    "sample": t1 - t0,
+                    "select": t2 - t1,
+                    "probe_train": train_s,
+                    "probe_eval": eval_s,
+                    "predictor": t4 - t3,
+                    "wall": t4 - t0,
+                },
+            }
+            append_jsonl(history_path, json.loads(json.dumps(rec, default=_jsonable)))
+            save_torch(
+                state_path,
+                {
+                    "t": t + 1,
+                    "seconds": seconds,
+                    "population": json.dumps(population, default=_jsonable),
+                    "searcher": searcher.state_dict(),
+                    "config_hash": cfg.hash(),
+                },
+            )
+            bar.update(1)
+            bar.set_postfix(best=f"{best_now['fitness']:.4f}", r=f"{r:.4f}")
+            log.info(
+                "iteration %d (%s): fitness %.4f (predicted %s), best %.4f, %.1fs",
+                t,
+                strategy,
+                r,
+                "-" if predicted is None else f"{predicted:.4f}",
+                best_now["fitness"],
+                t4 - t0,
+            )
+    finally:
+        bar.close()
+    return SearchOutcome(population, seconds)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
