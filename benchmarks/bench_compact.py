@@ -151,7 +151,7 @@ def _run_child(*argv: str) -> dict[str, Any]:
 # the parent
 # --------------------------------------------------------------------------------------------
 def bench_bytes(sizes: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
-    from embudget.budget.memory import memory_report
+    from embudget.budget.usage import Usage
 
     print("\n== 1. bytes of the ID tables (dense fp32 table = 100 %)")
     print(
@@ -159,7 +159,7 @@ def bench_bytes(sizes: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
     )
     for c, (us, vs) in sizes.items():
         for layout, dtype in (("jagged", "fp32"), ("bucketed", "fp32"), ("jagged", "int8")):
-            r = memory_report((us, vs), d_max=D_MAX, dtype=dtype, layout=layout)
+            r = Usage.of_sizes(us, vs, d_max=D_MAX, dtype=dtype, layout=layout).to_dict()
             b = r["bytes"]
             print(
                 f"{c:<9} {layout:<9} {dtype:<6} {b['values']:>11,} {b['index']:>10,} "

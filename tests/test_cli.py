@@ -86,21 +86,23 @@ def test_unknown_model_is_a_usage_error() -> None:
 
 
 def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
-    from embudget.cli import _resolve_config, build_parser
+    from embudget.cli import build_parser
+    from embudget.cli.commands import resolve_config
 
     args = build_parser().parse_args(
         ["search", "--out", "r", "--fast", "--set", "search.probe.steps=9", "--sparsity", "0.9"]
     )
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     assert cfg.search.pretrain.mode == "nested" and cfg.search.retrain.init == "shared"
     assert cfg.search.probe.steps == 9 and cfg.budget.sparsity == 0.9
 
 
 def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> None:
-    from embudget.cli import _resolve_config, build_parser
+    from embudget.cli import build_parser
+    from embudget.cli.commands import resolve_config
 
     def resolve(*argv: str) -> Any:
-        return _resolve_config(build_parser().parse_args(["search", "--out", "r", *argv]))
+        return resolve_config(build_parser().parse_args(["search", "--out", "r", *argv]))
 
     for name in ("mf", "ncf", "ngcf", "lightgcn"):
         default = resolve("--model", name)

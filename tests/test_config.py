@@ -113,7 +113,7 @@ def test_unknown_key_suggests_nearest_and_moved_keys_say_where() -> None:
         load_config(overrides=["search.finetune_steps=1"])
     with pytest.raises(ConfigError, match="now search.pretrain.mode"):
         load_config(overrides=["search.pretrain=nested"])
-    with pytest.raises(ConfigError, match="is not one of bet, bet-random"):
+    with pytest.raises(ConfigError, match="is not one of full, su, sr, bet, "):
         load_config(overrides=["search.method=greedy"])
 
 
@@ -244,6 +244,26 @@ def test_choices_are_the_literal_types_everywhere() -> None:
     assert set(METHODS) == set(choices(Method))
     with pytest.raises(TypeError):
         choices(int)
+
+
+def test_method_names_are_defined_once() -> None:
+    """``Method`` names every method; the grid, the report, the registry of proposers and the
+    command line derive theirs from it."""
+    from embudget.bench.aggregate import LABELS, ORDER
+    from embudget.bench.cells import BASELINES, CHEAP, METHODS, SEARCHES
+    from embudget.cli import build_parser
+    from embudget.search.proposers import PROPOSERS
+
+    assert METHODS == ORDER == choices(Method) == ("full", *BASELINES, *SEARCHES)
+    assert CHEAP == ("full", *BASELINES)
+    assert all(m in LABELS for m in choices(Method)), "every method needs a report label"
+    assert set(PROPOSERS) == set(choices(Method))
+    assert all(PROPOSERS[m].method == m for m in PROPOSERS)
+    parser = build_parser()
+    for m in choices(Method):
+        assert parser.parse_args(["search", "--out", "r", "--method", m]).method == m
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--out", "r", "--method", "greedy"])
 
 
 # --------------------------------------------------------------------------------------------

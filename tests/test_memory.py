@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embudget.budget.core import repair
-from embudget.budget.memory import memory_report
 from embudget.budget.storage import fixed_overhead, params_for_bytes, table_bytes
 from embudget.budget.usage import ResolvedBudget, Usage
 from embudget.config import load_config
 from embudget.errors import BudgetError, BudgetErrorType, ConfigError
 from embudget.models import build_model
+from embudget.pipeline.rundir import model_sizes
 
 US, VS = np.array([2, 3]), np.array([4])  # 2 users, 1 item, d_max 8
 
@@ -57,11 +57,14 @@ def test_hand_sized_int8_bucketed_and_two_tables() -> None:
     }
 
 
-def test_report_of_a_model_lists_dense_weights_separately() -> None:
+def test_usage_of_a_model_lists_dense_weights_separately() -> None:
     train = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))
     ncf = build_model("ncf", 3, 4, train, 8, generator=torch.Generator().manual_seed(0))
     ncf.set_sizes(np.array([1, 2, 3]), np.array([4, 4, 8, 1]))
-    r = memory_report(ncf)
+    us, vs = model_sizes(ncf)
+    tables = len(ncf.user_tables())
+    usage = Usage.of_sizes(us, vs, d_max=8, tables=tables, dense_params=ncf.dense_params())
+    r = usage.to_dict()
     assert r["tables"] == 2 and r["params_used"] == 2 * 23 == ncf.embedding_params_used()
     assert r["dense_params"] == ncf.dense_params() == (16 * 8 + 8) + (16 + 1)
     assert r["bytes"]["values"] == 4 * 46

@@ -17,7 +17,7 @@ import pytest
 from embudget.bench import records
 from embudget.bench.cells import Cell, cell_config
 from embudget.budget.usage import ResolvedBudget, Usage
-from embudget.errors import RunDirError
+from embudget.errors import ResultError, RunDirError
 from embudget.result import (
     RESULT_SCHEMA,
     Chosen,
@@ -133,20 +133,65 @@ def _with(d: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 )
 def test_a_wrong_or_missing_field_is_a_clear_error(path: str, value: Any, message: str) -> None:
     bad = _with(sample().to_dict(), path, value)
-    with pytest.raises(RunDirError, match="results.json") as e:
+    with pytest.raises(ResultError, match="results.json") as e:
         RunResult.from_dict(bad)
     assert message in str(e.value)
 
 
 def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(RunDirError, match="does not exist"):
+    assert issubclass(ResultError, RunDirError)  # callers that catch RunDirError still do
+    with pytest.raises(ResultError, match="does not exist"):
         RunResult.read(tmp_path / "results.json")
     (tmp_path / "results.json").write_text('{"schema": 1,')
-    with pytest.raises(RunDirError, match="not valid JSON"):
+    with pytest.raises(ResultError, match="not valid JSON"):
         RunResult.read(tmp_path / "results.json")
     (tmp_path / "results.json").write_text("[1, 2]")
-    with pytest.raises(RunDirError, match="must hold a JSON object"):
+    with pytest.raises(ResultError, match="must hold a JSON object"):
         RunResult.read(tmp_path / "results.json")
+    (tmp_path / "results.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ResultError, match="cannot be read"):
+        RunResult.read(tmp_path / "results.json")
+
+
+def _grid_dir(tmp_path: Path, edit: Any = None) -> Path:
+    """A results directory with one finished cell; ``edit(record)`` changes each record."""
+    res = sample()
+    cell = Cell("toy", "mf", "bet", 0.8, 1)
+    lines = records.result_records(cell, cell_config(cell), res, "runs/x")
+    for line in lines:
+        if edit is not None:
+            edit(line)
+    out = tmp_path / "res"
+    out.mkdir(parents=True)
+    (out / records.RESULTS_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return out
+
+
+def test_grid_records_of_another_schema_or_shape_are_result_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embudget.bench.aggregate import build_tables
+    from embudget.cli import main
+
+    other = _grid_dir(tmp_path / "a", lambda r: r.update(schema=2))
+    with pytest.raises(ResultError, match="schema 2; this embudget reads schema 1"):
+        records.load_results(other / records.RESULTS_FILE)
+    no_id = _grid_dir(tmp_path / "b", lambda r: r.pop("run_id"))
+    with pytest.raises(ResultError, match="lacks the field"):
+        records.load_results(no_id / records.RESULTS_FILE)
+    not_a_record = tmp_path / "c.jsonl"
+    not_a_record.write_text("[1, 2]\n")
+    with pytest.raises(ResultError, match="not a record"):
+        records.load_results(not_a_record)
+    no_device = _grid_dir(tmp_path / "d", lambda r: r.pop("device"))
+    with pytest.raises(ResultError, match="lacks the field 'device'"):
+        build_tables(no_device)
+    bad_seed = _grid_dir(tmp_path / "e", lambda r: r.update(seed="one"))
+    with pytest.raises(ResultError, match="wrong type"):
+        build_tables(bad_seed)
+    # bad input for the command line: exit code 2 and the message
+    assert main(["report", str(other)]) == 2
+    assert "schema 2" in capsys.readouterr().err
 
 
 def test_records_keep_the_committed_format() -> None:

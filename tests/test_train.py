@@ -185,3 +185,28 @@ def test_earliest_stop_is_the_progress_total() -> None:
     assert earliest_stop(cfg, 100, 0, evaluated=True) == 400
     assert earliest_stop(cfg, 300, 2, evaluated=True) == 400
     assert earliest_stop(cfg, 900, 0, evaluated=True) == 1000  # capped at max_steps
+
+
+def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:
+    from embudget.training.threads import (
+        WORK_PER_THREAD,
+        apply_run_threads,
+        auto_threads,
+        step_work,
+    )
+
+    golden = step_work("mf", mini.n_users, mini.n_items, mini.train.nnz, 256, 32)
+    lastfm = step_work("lightgcn", 1880, 4489, 26344, 10000, 128)
+    gowalla = step_work("lightgcn", 29858, 40981, 513126, 10000, 128)
+    assert golden < lastfm < WORK_PER_THREAD <= gowalla
+    assert auto_threads(golden, available=2) == auto_threads(lastfm, available=2) == 1
+    assert auto_threads(gowalla, available=2) == 2
+    assert auto_threads(gowalla, available=1) == 1
+    before = torch.get_num_threads()
+    try:
+        cfg = load_config(overrides=["data.name=gowalla-mini", "threads=2"])
+        assert apply_run_threads(cfg, mini) == 2 == torch.get_num_threads()  # explicit wins
+        cfg = load_config(overrides=["data.name=gowalla-mini"])
+        assert apply_run_threads(cfg, mini) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -55,6 +55,11 @@ class RunDirError(EmbudgetError):
     """A run directory exists and would be overwritten, or is not a valid run."""
 
 
+class ResultError(RunDirError):
+    """A results file (a run's ``results.json``, a grid's ``results.jsonl``) is missing,
+    unreadable, of another schema version, or lacks or mistypes a field."""
+
+
 class ExportError(EmbudgetError):
     """An exported table is missing, truncated or corrupted."""
 

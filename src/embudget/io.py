@@ -3,6 +3,10 @@
 Everything a user relies on is written to a temporary file in the same directory and then
 renamed over the target, so a crash never leaves a half-written file. Loading never unpickles:
 ``torch.load(weights_only=True)``, ``np.load(allow_pickle=False)``, JSON, safetensors.
+
+Only the torch-specific functions (:func:`save_torch`, :func:`load_torch`, :func:`environment`,
+:func:`resolve_device`) import torch, when called: the rest serves torch-free modules (the
+result file, the report).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from embudget.errors import RunDirError
+from embudget.errors import ConfigError, RunDirError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +108,22 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def save_torch(path: str | Path, obj: Any) -> None:
     """Save a dict of tensors and plain Python values (loadable with weights_only=True)."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    import torch
+
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
     """Versions, device and threads, recorded with every run."""
+    import torch
+
     from embudget import __version__
 
     dev = torch.device(device)
@@ -132,7 +144,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; an unavailable CUDA request is a clear error."""
-    from embudget.errors import ConfigError
+    import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,7 +2,7 @@
 ``results.json``, and what the grid, the report, the CLI, the demo and the export read.
 
 The file is versioned (``"schema"``, :data:`RESULT_SCHEMA`); reading checks the version, every
-field's presence and type, and raises :class:`~embudget.errors.RunDirError` naming the first
+field's presence and type, and raises :class:`~embudget.errors.ResultError` naming the first
 problem. This module imports no torch (numpy only, through the budget's :class:`Usage`), so
 results can be read where torch is not installed.
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -27,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from embudget.budget.usage import Usage
-from embudget.errors import BudgetError, RunDirError
+from embudget.errors import BudgetError, ResultError
+from embudget.io import write_json
 
 __all__ = [
     "RESULTS_FILE",
@@ -162,7 +161,7 @@ class RunResult:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            RunDirError: the schema version is missing or another one, a field is missing,
+            ResultError: the schema version is missing or another one, a field is missing,
                 unknown or of the wrong type.
         """
         if not isinstance(data, Mapping):
@@ -180,30 +179,34 @@ class RunResult:
 
     def write(self, path: str | Path) -> None:
         """Write ``results.json`` atomically (a crash never leaves half a file)."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | Path) -> RunResult:
         """Read and validate a ``results.json``.
 
         Raises:
-            RunDirError: the file is missing, not JSON, or not a valid result.
+            ResultError: the file is missing, unreadable, not JSON, or not a valid result.
         """
         p = Path(path)
         if not p.is_file():
-            raise RunDirError(f"{p} does not exist; the run has not finished")
+            raise ResultError(f"{p} does not exist; the run has not finished")
         try:
-            data = json.loads(p.read_text())
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ResultError(f"{p} cannot be read ({e})") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise RunDirError(f"{p} is not valid JSON ({e}); rerun the run") from None
+            raise ResultError(f"{p} is not valid JSON ({e}); rerun the run") from None
         return cls.from_dict(data, str(p))
 
 
 # --------------------------------------------------------------------------------------------
 # JSON conversion, driven by the dataclass field types
 # --------------------------------------------------------------------------------------------
-def _error(source: str, where: str, problem: str) -> RunDirError:
-    return RunDirError(f"{source}: {where or 'the result'} {problem}")
+def _error(source: str, where: str, problem: str) -> ResultError:
+    return ResultError(f"{source}: {where or 'the result'} {problem}")
 
 
 def _tname(value: object) -> str:
@@ -221,7 +224,7 @@ def _dump(value: Any) -> Any:
 
 
 def _parse(tp: Any, value: Any, where: str, source: str) -> Any:
-    """``value`` (from JSON) as type ``tp``; raises RunDirError naming ``where``."""
+    """``value`` (from JSON) as type ``tp``; raises ResultError naming ``where``."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(tp)
@@ -275,16 +278,3 @@ def _parse_fields(cls: type[T], value: Any, where: str, source: str) -> T:
             continue
         kwargs[name] = _parse(hints[name], value[name], at, source)
     return cls(**kwargs)
-
-
-def _atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``target`` and rename it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

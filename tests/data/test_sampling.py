@@ -166,3 +166,21 @@ def test_gowalla_batch() -> None:
     u, p, n = (x.numpy().copy() for x in (users, pos, neg))
     assert (np.asarray(ds.train[u, p]).ravel() == 1).all()
     assert (np.asarray(ds.train[u, n]).ravel() == 0).all()
+
+
+def test_dense_membership_lookup_draws_the_same_batches() -> None:
+    from embudget.data import load_dataset
+
+    train = load_dataset("gowalla-mini").train
+    dense = BPRSampler(train, batch_users=3000, rng=np.random.default_rng(5))
+    sparse = BPRSampler(train, batch_users=3000, rng=np.random.default_rng(5))
+    assert dense._dense is not None
+    sparse._dense = None  # the sorted-key binary search used for large matrices
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, train.shape[0], 20000)
+    items = rng.integers(0, train.shape[1], 20000)
+    np.testing.assert_array_equal(dense.is_positive(users, items), sparse.is_positive(users, items))
+    assert dense.is_positive(users, items).sum() == train[users, items].A1.astype(bool).sum()
+    for _ in range(3):
+        for a, b in zip(dense.sample(), sparse.sample(), strict=True):
+            assert torch.equal(a, b)

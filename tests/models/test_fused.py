@@ -81,7 +81,8 @@ def test_fused_loss_matches_autograd_on_compact_tables(mini: Dataset, name: str)
     opts = [FusedAdam(m.parameters(), lr=0.05) for m in (fused, plain)]
     for _ in range(3):
         users, pos, neg = sampler.sample()
-        losses = fused.loss(users, pos, neg), plain.loss_reference(users, pos, neg)  # type: ignore[operator]
+        reference = plain.loss_reference(users, pos, neg)  # type: ignore[operator]
+        losses = fused.loss(users, pos, neg), reference
         for opt, loss in zip(opts, losses, strict=True):
             opt.zero_grad()
             loss.backward()
@@ -89,3 +90,13 @@ def test_fused_loss_matches_autograd_on_compact_tables(mini: Dataset, name: str)
         assert torch.equal(*losses)
     for pa, pb in zip(fused.parameters(), plain.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_backward_blocks_cover_the_batch_once() -> None:
+    from embudget.models.fused import BLOCK_ROWS, _blocks
+
+    for device, n in (("cpu", 2 * BLOCK_ROWS + 5), ("cpu", 3), ("meta", 3 * BLOCK_ROWS)):
+        blocks, buf = _blocks(torch.empty(n, 4, device=device))
+        assert [i for sl in blocks for i in range(sl.start, sl.stop)] == list(range(n))
+        assert buf.shape[0] == max(sl.stop - sl.start for sl in blocks)
+        assert len(blocks) == (1 if device == "meta" else -(-n // BLOCK_ROWS))

@@ -13,20 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from embudget.bench.cells import deviations
-from embudget.bench.files import load_npz
+from embudget.bench.cells import BASELINES, METHODS, SEARCHES, deviations
 from embudget.bench.records import RESULTS_FILE, load_results
 from embudget.bench.stats import paired_ttest
 from embudget.config import load_config
-from embudget.errors import ConfigError, RunDirError
+from embudget.errors import ConfigError, ResultError, RunDirError
+from embudget.io import load_npz
 
 log = logging.getLogger(__name__)
 
 METRICS = ("recall@5", "ndcg@5", "recall@20", "ndcg@20")  # table columns, in order
 TESTED = ("recall@20", "ndcg@20")  # metrics with a p-value column (protocol.md §8)
-BASELINES = ("su", "sr")
-SEARCHES = ("bet", "bet-simple", "bet-random")
-ORDER = ("full", *BASELINES, *SEARCHES)
+ORDER = METHODS  # the row order of a table
+#: display names of the methods and metrics (a test checks that every method has one)
 LABELS = {
     "full": "Full",
     "su": "SU",
@@ -246,19 +245,46 @@ def _table_comparisons(results_dir: Path, rows: list[Row]) -> list[Comparison]:
     return out
 
 
-def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
-    """Read ``results.jsonl`` (and per-user scores) into tables; also returns notes."""
-    results_dir = Path(results_dir)
-    path = results_dir / RESULTS_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path} does not exist; run `embudget bench --out {results_dir}` first")
-    runs, notes = _runs(load_results(path))
-    if not runs:
-        raise RunDirError(f"{path} holds no finished cell yet")
+def _grouped(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    """The runs of each (dataset, protocol, backbone), one table each."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for r in runs:
         key = (r.meta["dataset"], r.meta["protocol"], r.meta["backbone"])
         groups.setdefault(key, []).append(r)
+    return groups
+
+
+def _about(group: Sequence[Run]) -> dict[str, list[Any]]:
+    """What a table's caption lists: split seeds, presets, versions and devices of its runs."""
+    return {
+        "split_seeds": sorted({int(r.meta["split_seed"]) for r in group}),
+        "presets": sorted({str(r.meta["preset"]) for r in group}),
+        "versions": sorted({str(r.meta["embudget_version"]) for r in group}),
+        "devices": sorted({str(r.meta["device"]) for r in group}),
+    }
+
+
+def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
+    """Read ``results.jsonl`` (and per-user scores) into tables; also returns notes.
+
+    Raises:
+        RunDirError: there is no finished cell to report.
+        ResultError: a record is not one of this schema version, or lacks or mistypes a field.
+    """
+    results_dir = Path(results_dir)
+    path = results_dir / RESULTS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path} does not exist; run `embudget bench --out {results_dir}` first")
+    try:  # every field of the records is read here, so a malformed one is a ResultError
+        runs, notes = _runs(load_results(path))
+        groups = _grouped(runs)
+        about = {key: _about(group) for key, group in groups.items()}
+    except KeyError as e:
+        raise ResultError(f"{path}: a record lacks the field {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ResultError(f"{path}: a record has a field of the wrong type ({e})") from None
+    if not runs:
+        raise RunDirError(f"{path} holds no finished cell yet")
     tables = []
     for (dataset, protocol, backbone), group in sorted(groups.items()):
         by_row: dict[tuple[str, float | None], dict[int, Run]] = {}
@@ -277,13 +303,10 @@ def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
                 dataset=dataset,
                 protocol=protocol,
                 backbone=backbone,
-                split_seeds=sorted({int(r.meta["split_seed"]) for r in group}),
                 rows=rows,
                 comparisons=_table_comparisons(results_dir, rows),
-                presets=sorted({str(r.meta["preset"]) for r in group}),
-                versions=sorted({str(r.meta["embudget_version"]) for r in group}),
-                devices=sorted({str(r.meta["device"]) for r in group}),
                 deviations=table_deviations(results_dir, group),
+                **about[(dataset, protocol, backbone)],
             )
         )
     return tables, notes

@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embudget.config import RunConfig, load_config
+from embudget.config import Method, RunConfig, choices, load_config
 from embudget.errors import ConfigError
 
-METHODS = ("full", "su", "sr", "bet", "bet-simple", "bet-random")
-CHEAP = ("full", "su", "sr")
+#: every method (``search.method``), in the order a grid runs and a report lists them
+METHODS = choices(Method)
+#: the baselines each search is compared with (bet.md §9) and the searches themselves
+BASELINES: tuple[Method, ...] = ("su", "sr")
+SEARCHES: tuple[Method, ...] = ("bet", "bet-simple", "bet-random")
+#: methods without a search, run before the searches
+CHEAP: tuple[Method, ...] = ("full", *BASELINES)
 # config keys that describe the experiment cell, not the training/search procedure
 CELL_KEYS = ("seed", "device", "threads", "cache_dir", "data", "budget", "search.method")
 

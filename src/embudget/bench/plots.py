@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from embudget.bench.aggregate import LABELS, ORDER, TESTED, Table
-from embudget.bench.files import atomic_path, load_npz, write_text
+from embudget.io import atomic_path, load_npz, write_text
 
 log = logging.getLogger(__name__)
 

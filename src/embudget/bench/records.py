@@ -1,7 +1,8 @@
 """The long-format records of a grid's ``results.jsonl`` (protocol.md §9.2); no torch.
 
 One line per (run, split, metric, K); all lines of a cell are written at once and each carries
-``n_records``, so a reader drops a cell cut short by a torn write.
+``n_records``, so a reader drops a cell cut short by a torn write. A line of another schema
+version, or one that is not a record, is a :class:`~embudget.errors.ResultError`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from embudget.bench.cells import Cell, preset
 from embudget.config import RunConfig
+from embudget.errors import ResultError
 from embudget.result import RunResult
 
 log = logging.getLogger(__name__)
@@ -82,19 +84,52 @@ def result_records(
     return lines
 
 
+#: the fields :func:`load_results` needs to tell whether a cell was written completely
+_CELL_FIELDS = ("run_id", "config_hash", "n_records")
+
+
+def _checked(record: Any, path: Path, line: int) -> dict[str, Any]:
+    """``record`` if it is a record of this :data:`SCHEMA`; else a ResultError saying why."""
+    where = f"{path} line {line}"
+    if not isinstance(record, dict):
+        raise ResultError(f"{where} is not a record (a JSON object) but {type(record).__name__}")
+    schema = record.get("schema")
+    if schema != SCHEMA:
+        found = "no schema version" if schema is None else f"schema {schema!r}"
+        raise ResultError(
+            f"{where} has {found}; this embudget reads schema {SCHEMA}. The file was written "
+            "by another embudget version: rerun the grid into a new --out"
+        )
+    missing = [k for k in _CELL_FIELDS if k not in record]
+    if missing:
+        raise ResultError(f"{where} lacks the field(s) {', '.join(missing)}")
+    return record
+
+
 def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """The complete cells' records of a results file (a torn last write is dropped)."""
+    """The complete cells' records of a results file (a torn last write is dropped).
+
+    Raises:
+        ResultError: the file cannot be read, or a line is a JSON value but not a record of
+            this schema version.
+    """
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path} cannot be read ({e})") from None
     records: list[dict[str, Any]] = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             log.warning("%s line %d is not valid JSON (a torn write?); ignored", path, i)
+            continue
+        records.append(_checked(record, path, i))
     counts: dict[tuple[str, str], int] = {}
     for r in records:
         key = (r["run_id"], r["config_hash"])

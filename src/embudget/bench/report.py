@@ -35,10 +35,10 @@ from embudget.bench.aggregate import (
     compare,
     table_deviations,
 )
-from embudget.bench.files import write_text
 from embudget.bench.markdown import render_significance, render_table
 from embudget.bench.plots import figure_class, pareto_points, write_pareto, write_sizes
 from embudget.bench.records import RESULTS_FILE
+from embudget.io import write_text
 
 __all__ = [
     "BASELINES",

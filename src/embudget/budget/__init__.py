@@ -1,6 +1,7 @@
 """Exact budgets (params and bytes) and what a table uses against them (numpy only, no torch).
 
-The torch-dependent counts of a live model are in :mod:`embudget.budget.memory`.
+The usage of a live model: :meth:`Usage.of_sizes` of its sizes
+(:func:`embudget.pipeline.rundir.model_sizes`).
 """
 
 from embudget.budget.core import *  # noqa: F403

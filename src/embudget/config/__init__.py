@@ -8,20 +8,8 @@
 - :mod:`~embudget.config.render`: a resolved config as commented YAML (``embudget config show``).
 """
 
-from embudget.config.choices import (
-    BackboneName,
-    DataFormat,
-    Dtype,
-    Layout,
-    Method,
-    OnExhausted,
-    PredictorOutput,
-    PretrainMode,
-    RetrainInit,
-    SplitProtocol,
-    UpdateMode,
-    choices,
-)
+from embudget.config.choices import *  # noqa: F403
+from embudget.config.choices import __all__ as _choices_all
 from embudget.config.legacy import LEGACY_KEYS
 from embudget.config.load import load_config, parse_override
 from embudget.config.presets import (
@@ -54,35 +42,24 @@ from embudget.config.schema import (
 from embudget.config.validate import validate
 
 __all__ = [
+    *_choices_all,
     "FAST_BY_DEFAULT",
     "HASH_FORMAT",
     "LEGACY_KEYS",
     "RUNTIME_KEYS",
-    "BackboneName",
     "BudgetConfig",
     "DataConfig",
-    "DataFormat",
-    "Dtype",
     "EvalConfig",
-    "Layout",
-    "Method",
     "ModelConfig",
-    "OnExhausted",
     "PredictorConfig",
-    "PredictorOutput",
     "PretrainConfig",
-    "PretrainMode",
     "ProbeConfig",
     "RetrainConfig",
-    "RetrainInit",
     "RunConfig",
     "SamplerConfig",
     "SearchConfig",
-    "SplitProtocol",
     "TrainConfig",
-    "UpdateMode",
     "backbone_defaults",
-    "choices",
     "fast_preset",
     "flatten",
     "is_fast",

@@ -9,8 +9,24 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal
 
-#: The search method (bet.md §5) or baseline (bet.md §9) of a run.
-Method = Literal["bet", "bet-random", "bet-simple", "su", "sr", "full"]
+__all__ = [
+    "BackboneName",
+    "DataFormat",
+    "Dtype",
+    "Layout",
+    "Method",
+    "OnExhausted",
+    "PredictorOutput",
+    "PretrainMode",
+    "RetrainInit",
+    "SplitProtocol",
+    "UpdateMode",
+    "choices",
+]
+
+#: The search method (bet.md §5) or baseline (bet.md §9) of a run, in the order grids run and
+#: reports list them: the unbudgeted reference, the baselines, the searches.
+Method = Literal["full", "su", "sr", "bet", "bet-simple", "bet-random"]
 #: A backbone of bet.md §8 (``models.base.Backbone`` is the model class, hence the suffix).
 BackboneName = Literal["mf", "ncf", "ngcf", "lightgcn"]
 #: How interactions are split into train / validation / test (protocol.md).

@@ -1,15 +1,9 @@
-"""Data: readers, splits, dataset loading and BPR batch sampling."""
+"""Data: readers (every name of :mod:`embudget.data.formats`), splits, dataset loading and BPR
+batch sampling."""
 
 from embudget.data.dataset import SPLITS, Dataset
-from embudget.data.formats import (
-    RawInteractions,
-    read_csv,
-    read_lastfm,
-    read_lightgcn,
-    read_movielens,
-    read_recbole,
-    read_text,
-)
+from embudget.data.formats import *  # noqa: F403
+from embudget.data.formats import __all__ as _formats_all
 from embudget.data.load import (
     KNOWN_DATASETS,
     data_search_path,
@@ -22,21 +16,15 @@ from embudget.data.sampling import BPRSampler
 from embudget.data.split import split_paper, split_standard, split_standard_single
 
 __all__ = [
+    *_formats_all,
     "KNOWN_DATASETS",
     "SPLITS",
     "BPRSampler",
     "Dataset",
-    "RawInteractions",
     "data_search_path",
     "dataset_stats",
     "detect_format",
     "load_dataset",
-    "read_csv",
-    "read_lastfm",
-    "read_lightgcn",
-    "read_movielens",
-    "read_recbole",
-    "read_text",
     "resolve_dataset",
     "split_paper",
     "split_standard",

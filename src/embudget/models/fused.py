@@ -4,7 +4,7 @@ The plain losses (``MF.loss_reference``, ``LightGCN.loss_reference``) build ~20 
 whose backward allocates a fresh ``(batch, d)`` tensor per node: ``square`` differentiates as
 ``grad * (2 * x.pow(1))`` (three passes), every broadcast product allocates, and the gathers
 scatter through ``index_put_``. On the 2-core CPU a 10,000-triple MF step on a Last.fm-sized
-table took ~30 ms, of which the arithmetic needs a third (BENCHMARKS.md, "Small runs").
+table took ~27 ms of CPU through autograd and takes ~11 ms here (BENCHMARKS.md, "Small runs").
 
 The functions here compute forward and backward by hand with the *same floating-point
 operations, operands and accumulation order* as autograd, so losses, gradients and therefore
@@ -49,11 +49,6 @@ def _scatter_into(out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor) -> t
     if rows.device.type == "cpu":
         return out.index_add_(0, ids, rows)
     return out.index_put_((ids,), rows, accumulate=True)  # deterministic on CUDA
-
-
-def _scatter(n: int, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros((n, rows.shape[1]), dtype=rows.dtype, device=rows.device)
-    return _scatter_into(out, ids, rows)
 
 
 Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -123,17 +118,20 @@ def _scalar_grads(
 BLOCK_ROWS = 1024
 
 
-def _blocks(n: int, device: torch.device) -> list[slice]:
-    step = BLOCK_ROWS if device.type == "cpu" else max(n, 1)
-    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+def _blocks(rows: torch.Tensor) -> tuple[list[slice], torch.Tensor]:
+    """Row blocks of ``rows`` (one block off the CPU) and an uninitialised block buffer."""
+    n = rows.shape[0]
+    step = max(1, BLOCK_ROWS if rows.device.type == "cpu" else n)
+    blocks = [slice(s, min(s + step, n)) for s in range(0, n, step)]
+    return blocks, rows.new_empty((min(step, n), rows.shape[1]))
 
 
 def _scatter_scaled(
     out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, c: torch.Tensor
 ) -> None:
     """Add ``c · rows`` at ``ids`` of ``out`` (an L2 term's gradient through a gather)."""
-    tmp = rows.new_empty((min(BLOCK_ROWS, rows.shape[0]), rows.shape[1]))
-    for sl in _blocks(rows.shape[0], rows.device):
+    blocks, tmp = _blocks(rows)
+    for sl in blocks:
         _scatter_into(out, ids[sl], torch.mul(rows[sl], c, out=tmp[: sl.stop - sl.start]))
 
 
@@ -154,10 +152,9 @@ def _bpr_scatter(
     A row mask (masked tables) multiplies the result, as the masking product's backward.
     """
     eu, ep, en = rows
-    n, d = eu.shape
-    tmp_a = eu.new_empty((min(BLOCK_ROWS, n), d))
+    blocks, tmp_a = _blocks(eu)
     tmp_b = torch.empty_like(tmp_a)
-    for sl in _blocks(n, eu.device):
+    for sl in blocks:
         a, b = tmp_a[: sl.stop - sl.start], tmp_b[: sl.stop - sl.start]
         u, p, q, gxs, gns = eu[sl], ep[sl], en[sl], gx[sl], gnx[sl]
         d_eu = _l2_plus(u, q, gxs, c2, a, b).add_(torch.mul(p, gns, out=b))

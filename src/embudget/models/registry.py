@@ -1,4 +1,5 @@
-"""Backbone registry: an explicit name → class dict and a validating factory."""
+"""Backbone registry: the name → class dict (one class per name a config accepts) and a
+validating factory."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import scipy.sparse as sp
 import torch
 
+from embudget.config.choices import BackboneName, choices
 from embudget.errors import ConfigError
 from embudget.models.base import Backbone
 from embudget.models.lightgcn import LightGCN
@@ -15,9 +17,12 @@ from embudget.models.ncf import NCF
 from embudget.models.ngcf import NGCF
 
 #: one class per name of :data:`~embudget.config.choices.BackboneName`, the names a config
-#: accepts (tests/test_config.py checks that the two agree)
-MODELS: dict[str, type[Backbone]] = {"mf": MF, "ncf": NCF, "ngcf": NGCF, "lightgcn": LightGCN}
+#: accepts (checked below, when this module is imported)
+MODELS: dict[str, type[Backbone]] = {cls.name: cls for cls in (MF, NCF, NGCF, LightGCN)}
 GRAPH_MODELS = frozenset({"ngcf", "lightgcn"})
+
+if set(MODELS) != set(choices(BackboneName)):
+    raise TypeError(f"model.name accepts {choices(BackboneName)} but the models are {list(MODELS)}")
 
 
 def model_defaults(name: str) -> dict[str, float | int]:

@@ -1,20 +1,24 @@
-"""What every stage builds from a config: the dataset, fresh backbones, the resolved budget."""
+"""What every stage builds from a config: the dataset, fresh backbones, the resolved budget,
+and the training and evaluation calls with the config's evaluation settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from embudget.budget.usage import ResolvedBudget
-from embudget.config import ModelConfig, RunConfig
+from embudget.config import ModelConfig, RunConfig, TrainConfig
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.models import build_model
 from embudget.models.base import Backbone
-from embudget.seeds import torch_generator
-from embudget.training.fit import validation_users
+from embudget.seeds import int_seed, torch_generator
+from embudget.training.evaluate import EvalResult
+from embudget.training.fit import FitResult, SizesAt, fit, validate, validation_users
 
 PRETRAIN_STREAM = "pretrain"  # seed stream of every full-size training
 
@@ -80,3 +84,42 @@ def make_model(
         **model_options(cfg.model),
     )
     return model.to(device)
+
+
+def fit_model(
+    cfg: RunConfig,
+    model: Backbone,
+    dataset: Dataset,
+    stream: str,
+    *,
+    train: TrainConfig | None = None,
+    checkpoint: Path | None,
+    progress: bool,
+    desc: str,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    sizes_at: SizesAt | None = None,
+    validate_first: bool = False,
+) -> FitResult:
+    """:func:`~embudget.training.fit.fit` with the run's settings: ``train`` (default
+    ``cfg.train``), the seed of ``stream``, the cut-offs, the selection users and the evaluation
+    batch size."""
+    return fit(
+        model,
+        dataset,
+        cfg.train if train is None else train,
+        seed=int_seed(cfg.seed, stream),
+        ks=cfg.eval.ks,
+        eval_users=selection_users(cfg, dataset),
+        eval_batch_users=cfg.eval.batch_users,
+        checkpoint=checkpoint,
+        progress=progress,
+        on_eval=on_eval,
+        desc=desc,
+        sizes_at=sizes_at,
+        validate_first=validate_first,
+    )
+
+
+def evaluate_model(cfg: RunConfig, model: Backbone, dataset: Dataset, split: str) -> EvalResult:
+    """Full-ranking evaluation of ``model`` on ``split`` at the config's cut-offs."""
+    return validate(model, dataset, split, cfg.eval.ks, batch_users=cfg.eval.batch_users)

@@ -15,11 +15,10 @@ import torch
 from embudget.config import HASH_FORMAT, RunConfig
 from embudget.data.dataset import Dataset
 from embudget.io import file_lock, load_torch, save_torch
-from embudget.pipeline.build import PRETRAIN_STREAM, make_model, selection_users
+from embudget.pipeline.build import PRETRAIN_STREAM, fit_model, make_model
 from embudget.search.actions import RankAssignment
 from embudget.search.nested import NestedSizes
 from embudget.seeds import int_seed
-from embudget.training.fit import fit
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,11 @@ def _load_or_pretrain(
         return Pretrained(blob["model"], blob["valid"], float(blob["seconds"]), True)
     checkpoint = path.with_suffix(".ckpt.pt")
     model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
-    fr = fit(
+    fr = fit_model(
+        cfg,
         model,
         dataset,
-        cfg.train,
-        seed=int_seed(cfg.seed, PRETRAIN_STREAM),
-        ks=cfg.eval.ks,
-        eval_users=selection_users(cfg, dataset),
-        eval_batch_users=cfg.eval.batch_users,
+        PRETRAIN_STREAM,
         checkpoint=checkpoint,
         progress=progress,
         desc=f"pretrain {cfg.model.name}",

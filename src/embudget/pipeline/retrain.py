@@ -21,14 +21,12 @@ from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
 from embudget.io import RunDir, append_jsonl
 from embudget.models.base import Backbone
-from embudget.pipeline.build import make_model, selection_users
+from embudget.pipeline.build import evaluate_model, fit_model, make_model
 from embudget.pipeline.rundir import save_weights
 from embudget.result import Chosen
 from embudget.search.proposers import Candidate
-from embudget.seeds import int_seed
 from embudget.tables.compact import compact_pays, load_weights, to_compact
 from embudget.training.evaluate import EvalResult
-from embudget.training.fit import fit, validate
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +70,12 @@ def train_sizes(
         patience=s.retrain.patience or cfg.train.patience,
         max_steps=s.retrain.max_steps or cfg.train.max_steps,
     )
-    fr = fit(
+    fr = fit_model(
+        cfg,
         model,
         dataset,
-        train,
-        seed=int_seed(cfg.seed, stream),
-        ks=cfg.eval.ks,
-        eval_users=selection_users(cfg, dataset),
-        eval_batch_users=cfg.eval.batch_users,
+        stream,
+        train=train,
         checkpoint=checkpoint,
         progress=progress,
         desc=stream,
@@ -173,5 +169,5 @@ def retrain(
 
     state = load_file(str(run.file(f"{c.name}.safetensors")), device=str(device))
     load_weights(model, state)  # compact or masked, as it was trained
-    valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+    valid = evaluate_model(cfg, model, dataset, "valid")
     return Retrained(model, valid, Chosen(c.name, q), seconds)

@@ -6,8 +6,9 @@
 - ``train``: a full-size backbone trained to convergence, tested;
 - ``search``: the method's :class:`~embudget.search.proposers.Proposer` proposes size
   assignments (after the pretrained full-size model Θ0 when it needs one, cached by config
-  hash), each is retrained from scratch (:mod:`embudget.pipeline.retrain`), the best on
-  validation is kept and tested once; ``full`` keeps Θ0 itself, unbudgeted.
+  hash), each is retrained (:mod:`embudget.pipeline.retrain`: from scratch, or from Θ0's
+  prefixes in fast mode), the best on validation is kept and tested once; ``full`` keeps Θ0
+  itself, unbudgeted.
 
 Every stage resumes: Θ0 from its cache, the search from its saved state, retraining from its
 log, training from its checkpoint.
@@ -19,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 
@@ -31,10 +32,11 @@ from embudget.data.dataset import Dataset
 from embudget.io import RunDir, append_jsonl, write_text
 from embudget.pipeline.build import (
     PRETRAIN_STREAM,
+    evaluate_model,
+    fit_model,
     load_data,
     make_model,
     resolve_budget,
-    selection_users,
     tables_per_entity,
 )
 from embudget.pipeline.pretrain import pretrain
@@ -50,13 +52,11 @@ from embudget.result import RESULTS_FILE, Chosen, Kind, RunResult, Timing, Train
 from embudget.search.actions import RankAssignment
 from embudget.search.loop import STATE_FILE
 from embudget.search.proposers import ProposalContext, proposer_for
-from embudget.seeds import int_seed
 from embudget.tables.compact import is_compact
-from embudget.training.fit import fit, validate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "run_search", "run_train"]
+__all__ = ["RunOptions", "run", "run_search", "run_train"]
 
 
 def run(
@@ -93,28 +93,22 @@ def run(
         RunDir.detach_log(handler)
 
 
-def run_search(
-    cfg: RunConfig,
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> RunResult:
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_search` and :func:`run_train` (see :func:`run`)."""
+
+    overwrite: bool
+    resume: bool
+    progress: bool
+
+
+def run_search(cfg: RunConfig, out: str | Path, **options: Unpack[RunOptions]) -> RunResult:
     """One method at one budget (``embudget search``): :func:`run` with ``kind="search"``."""
-    return run(cfg, out, kind="search", overwrite=overwrite, resume=resume, progress=progress)
+    return run(cfg, out, kind="search", **options)
 
 
-def run_train(
-    cfg: RunConfig,
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> RunResult:
+def run_train(cfg: RunConfig, out: str | Path, **options: Unpack[RunOptions]) -> RunResult:
     """A full-size backbone (``embudget train``): :func:`run` with ``kind="train"``."""
-    return run(cfg, out, kind="train", overwrite=overwrite, resume=resume, progress=progress)
+    return run(cfg, out, kind="train", **options)
 
 
 def _identity(cfg: RunConfig, dataset: Dataset, device: torch.device) -> dict[str, Any]:
@@ -184,12 +178,12 @@ def _search(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> Run
         assert theta0 is not None
         model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
         model.load_state_dict(theta0.state)
-        valid = validate(model, dataset, "valid", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+        valid = evaluate_model(cfg, model, dataset, "valid")
         chosen = Chosen(proposer.method)
     us, vs = model_sizes(model)
     if proposer.budgeted:
         check_budget(us, vs, budget.per_entity, cfg.model.d_max)
-    test = validate(model, dataset, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+    test = evaluate_model(cfg, model, dataset, "test")
 
     usage = Usage.of_sizes(
         us,
@@ -237,14 +231,11 @@ def _train(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> RunR
     metrics_path = rundir.file("metrics.jsonl")
     if not resume and metrics_path.exists():
         metrics_path.unlink()
-    fr = fit(
+    fr = fit_model(
+        cfg,
         model,
         ds,
-        cfg.train,
-        seed=int_seed(cfg.seed, PRETRAIN_STREAM),
-        ks=cfg.eval.ks,
-        eval_users=selection_users(cfg, ds),
-        eval_batch_users=cfg.eval.batch_users,
+        PRETRAIN_STREAM,
         checkpoint=rundir.file("checkpoint.pt"),
         progress=progress,
         on_eval=lambda rec: append_jsonl(metrics_path, rec),
@@ -254,7 +245,7 @@ def _train(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> RunR
     # The appends above stream progress; a kill between an append and the checkpoint can
     # repeat a line on resume, so the final file is rewritten from the fit's history.
     write_text(metrics_path, "".join(json.dumps(rec) + "\n" for rec in fr.history))
-    test = validate(model, ds, "test", cfg.eval.ks, batch_users=cfg.eval.batch_users)
+    test = evaluate_model(cfg, model, ds, "test")
     save_final(rundir, model, fr.valid, test)
     us, vs = model_sizes(model)
     b = cfg.budget

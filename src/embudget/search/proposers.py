@@ -1,9 +1,11 @@
 """How each method proposes size assignments to retrain (bet.md §5–§7, §9).
 
-A method is one :class:`Proposer` subclass registered with :func:`register`: it turns a
-:class:`ProposalContext` (the data, the resolved budget, Θ0 when it asked for one) into a
-:class:`Proposal`, the candidates the runner retrains from scratch and chooses among on
-validation. The unbudgeted reference ``full`` proposes nothing and keeps Θ0 itself.
+A method is one :class:`Proposer` subclass registered with :func:`register` under its name in
+:data:`~embudget.config.choices.Method` (importing this module checks that every name has
+exactly one proposer). It turns a :class:`ProposalContext` (the data, the resolved budget, Θ0
+when it asked for one) into a :class:`Proposal`, the candidates the runner retrains
+(:mod:`embudget.pipeline.retrain`) and chooses among on validation. The unbudgeted reference
+``full`` proposes nothing and keeps Θ0 itself.
 
 - ``full``: Θ0, the pretrained full-size model;
 - ``su``: one size for every entity, ⌊B / N⌋ (uniform);
@@ -25,7 +27,7 @@ import torch
 
 from embudget.budget.core import random_sizes, uniform_sizes
 from embudget.budget.usage import ResolvedBudget
-from embudget.config import RunConfig
+from embudget.config import Method, RunConfig, choices
 from embudget.data.dataset import Dataset
 from embudget.errors import ConfigError
 from embudget.io import RunDir
@@ -81,7 +83,7 @@ class Proposer(ABC):
     """One method. ``budgeted``: False for the unbudgeted reference (Θ0 is the result, no
     candidates); ``needs_theta0``: the proposal itself needs the pretrained model."""
 
-    method: ClassVar[str]
+    method: ClassVar[Method]
     budgeted: ClassVar[bool] = True
     needs_theta0: ClassVar[bool] = False
 
@@ -96,6 +98,8 @@ P = TypeVar("P", bound=type[Proposer])
 
 def register(cls: P) -> P:
     """Make ``cls`` the proposer of ``cls.method`` (``search.method`` in the config)."""
+    if cls.method in PROPOSERS:
+        raise TypeError(f"{cls.__name__}: method {cls.method!r} already has a proposer")
     PROPOSERS[cls.method] = cls
     return cls
 
@@ -107,7 +111,8 @@ def proposer_for(method: str) -> Proposer:
         ConfigError: no proposer is registered under that name.
     """
     if method not in PROPOSERS:
-        raise ConfigError(f"unknown search.method {method!r}; choose from {', '.join(PROPOSERS)}")
+        known = ", ".join(choices(Method))
+        raise ConfigError(f"unknown search.method {method!r}; choose from {known}")
     return PROPOSERS[method]()
 
 
@@ -152,7 +157,7 @@ class RandomSizes(Proposer):
 class Bet(Proposer):
     """BET: probes selected by the DeepSets fitness predictor (bet.md §5–§6)."""
 
-    method = "bet"
+    method: ClassVar[Method] = "bet"  # typed as Method: BetRandom and BetSimple override it
     needs_theta0 = True
     random_select: ClassVar[bool] = False
 
@@ -209,3 +214,8 @@ class BetSimple(Bet):
         return SimplePredictor(
             ds.n_users, ds.n_items, cfg.model.d_max, generator=gen, linear_output=linear
         )
+
+
+_unregistered = set(choices(Method)) ^ set(PROPOSERS)
+if _unregistered:  # the config accepts exactly the methods that have a proposer
+    raise TypeError(f"search.method names without a proposer, or the reverse: {_unregistered}")

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from embudget.budget.usage import Usage, params_used
-from embudget.tables.sized import SizedEmbedding, SizesLike, as_sizes, check_width
+from embudget.budget.usage import Usage
+from embudget.tables.sized import PrefixTable, SizedEmbedding, SizesLike, as_sizes, check_width
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _prefix_mask(sizes: torch.Tensor, d_max: int) -> torch.Tensor:
     return cols.unsqueeze(0) < sizes.to(torch.int64).unsqueeze(-1)
 
 
-class CompactEmbedding(nn.Module):
+class CompactEmbedding(PrefixTable):
     """A jagged table: row ``n`` stores only its first ``sizes[n]`` coordinates.
 
     Args:
@@ -136,15 +136,6 @@ class CompactEmbedding(nn.Module):
         """The storage parameter (flat values); named like SizedEmbedding's for accounting."""
         return self.values
 
-    @property
-    def is_full(self) -> bool:
-        return bool((self.sizes == self.d_max).all())
-
-    @property
-    def width(self) -> int:
-        """The largest row size: every column from here on is zero in every row."""
-        return int(self.sizes.max()) if self.num else 0
-
     def set_sizes(self, sizes: SizesLike) -> None:
         """New sizes: re-allocates ``values``, keeping each row's common prefix, zeros beyond.
 
@@ -192,10 +183,6 @@ class CompactEmbedding(nn.Module):
         w = self.d_max if width is None else check_width(width, self.width, self.d_max)
         out = self.values.new_zeros(self.num, w)
         return out.masked_scatter(self.mask()[:, :w], self.values)
-
-    def params_used(self) -> int:
-        """Σ sizes: the embedding parameters this table really uses (= ``values.numel()``)."""
-        return params_used(self.sizes.cpu().numpy(), ())
 
     def _load_from_state_dict(
         self,

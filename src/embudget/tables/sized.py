@@ -46,7 +46,29 @@ def check_width(width: int, needed: int, d_max: int) -> int:
     return int(width)
 
 
-class SizedEmbedding(nn.Module):
+class PrefixTable(nn.Module):
+    """What the masked and the compact table share: ``num`` rows, row ``n`` the first
+    ``sizes[n]`` of ``d_max`` coordinates (``sizes`` a buffer each form registers)."""
+
+    num: int
+    d_max: int
+    sizes: torch.Tensor
+
+    @property
+    def is_full(self) -> bool:
+        return bool((self.sizes == self.d_max).all())
+
+    @property
+    def width(self) -> int:
+        """The largest row size: every column from here on is zero in every row."""
+        return int(self.sizes.max()) if self.num else 0
+
+    def params_used(self) -> int:
+        """Σ sizes: the embedding parameters this table really uses."""
+        return params_used(self.sizes.cpu().numpy(), ())
+
+
+class SizedEmbedding(PrefixTable):
     """A ``(num, d_max)`` table where row ``n`` uses only its first ``sizes[n]`` entries."""
 
     def __init__(self, num: int, d_max: int, sizes: SizesLike = None) -> None:
@@ -62,15 +84,6 @@ class SizedEmbedding(nn.Module):
     def set_sizes(self, sizes: SizesLike) -> None:
         """Change the sizes in place (no re-allocation of the weights)."""
         self.sizes.copy_(as_sizes(sizes, self.num, self.d_max).to(self.sizes.device))
-
-    @property
-    def is_full(self) -> bool:
-        return bool((self.sizes == self.d_max).all())
-
-    @property
-    def width(self) -> int:
-        """The largest row size: every column from here on is zero in every row."""
-        return int(self.sizes.max()) if self.num else 0
 
     def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean prefix mask for the given rows (all rows if ``ids`` is None)."""
@@ -93,7 +106,3 @@ class SizedEmbedding(nn.Module):
         if self.is_full:
             return self.weight[:, :w]
         return self.weight[:, :w] * self.mask()[:, :w].to(self.weight.dtype)
-
-    def params_used(self) -> int:
-        """Σ sizes: the embedding parameters this table really uses."""
-        return params_used(self.sizes.cpu().numpy(), ())

@@ -1,15 +1,22 @@
 """How many intra-op threads a run uses when the config leaves ``threads`` unset.
 
-Torch defaults to one thread per core. For the steps of small runs that is much slower, not
-faster: a step is a few dozen element-wise passes over ~1-5 MB tensors, and with two threads
-every pass pays a fork/join that costs more than the half pass it saves; on a 2-core machine
-with another process running, OpenMP's spinning threads make it 6-10x slower
-(BENCHMARKS.md, "Small runs": Last.fm MF 59 ms per step on 1 thread, 354 ms on 2).
+Torch defaults to one thread per core. Measured on the 2-core machine (BENCHMARKS.md, "Small
+runs", ``benchmarks/bench_overhead.py --threads-sweep``), a second thread for a 10,000-triple
+step at d = 128
 
-:func:`auto_threads` picks one thread below :data:`MIN_WORK_PER_EXTRA_THREAD` floats touched
-per step (:func:`step_work`) and adds a thread per multiple of it above, up to the torch
-default. The thread count changes the last bits of multi-threaded reductions, so a run's
-results depend on it: set ``threads`` explicitly to compare runs across machines.
+- buys 1.4-1.75x when the other core is idle (Last.fm MF 12.0 -> 8.6 ms, Gowalla LightGCN
+  351 -> 199 ms), and nothing for the small steps of the golden runs (256 triples, d = 32);
+- costs 2-20x when another process runs on the other core: OpenMP's threads wait for each
+  other at every one of a step's few dozen passes (Last.fm MF 69 -> 296 ms, Gowalla LightGCN
+  898 -> 1,912 ms).
+
+So :func:`auto_threads` uses one thread below :data:`WORK_PER_THREAD` floats touched per step
+(:func:`step_work`: 4e7-9e7 for Last.fm, 9e8 for Gowalla LightGCN) and one more per multiple of
+it above, up to torch's default: a shared machine keeps small and medium runs at full speed,
+and only steps long enough to amortise the synchronisation get a second thread. The count
+depends only on the config and the data, not on the machine's load, because it changes the
+last bits of multi-threaded reductions: set ``threads`` explicitly to compare runs across
+machines (the golden runs use 1).
 """
 
 from __future__ import annotations
@@ -22,9 +29,8 @@ if TYPE_CHECKING:
     from embudget.config import RunConfig
     from embudget.data.dataset import Dataset
 
-#: Work per step (floats touched, :func:`step_work`) that one more thread needs to pay off.
-#: Measured crossover on the 2-core machine: see BENCHMARKS.md, "Small runs".
-MIN_WORK_PER_EXTRA_THREAD = 5e8
+#: Floats touched per step (:func:`step_work`) per thread: below it one thread.
+WORK_PER_THREAD = 5e8
 
 _GRAPH_MODELS = ("lightgcn", "ngcf")
 
@@ -55,10 +61,10 @@ def step_work(
 
 
 def auto_threads(work: float, available: int | None = None) -> int:
-    """Threads for a step of ``work`` floats: 1 below the crossover, then one more per
-    :data:`MIN_WORK_PER_EXTRA_THREAD`, at most ``available`` (default: torch's default)."""
+    """Threads for a step of ``work`` floats: 1 + ⌊work / WORK_PER_THREAD⌋, at most
+    ``available`` (default: torch's default, one per core)."""
     cap = max(1, available if available is not None else default_threads())
-    return max(1, min(cap, int(work // MIN_WORK_PER_EXTRA_THREAD)))
+    return min(cap, 1 + int(work // WORK_PER_THREAD))
 
 
 _DEFAULT_THREADS: int | None = None

@@ -1,0 +1,49 @@
+"""Command-line interface: a thin shell over the library, and the only package that reads argv
+or prints. :mod:`~embudget.cli.parser` builds the argument parser, :mod:`~embudget.cli.commands`
+runs each command; :func:`main` maps errors to exit codes.
+
+Exit codes: 0 success, 2 usage/config/data errors, 3 infeasible budget, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from embudget.cli.commands import COMMANDS
+from embudget.cli.parser import build_parser
+from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+log = logging.getLogger("embudget")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = getattr(args, "subcommand", None)
+    command = COMMANDS.get(args.command if sub is None else f"{args.command} {sub}")
+    if command is None:
+        parser.error(f"unknown command {args.command}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return command(args)
+    except BudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.error_type is BudgetErrorType.VIOLATED:  # an internal bug, not bad input
+            return 1
+        return 3 if e.error_type is BudgetErrorType.INFEASIBLE else 2
+    except EmbudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume and the same --out", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)

@@ -1,0 +1,221 @@
+"""One function per ``embudget`` command: call the library, print what it returns.
+
+Each command imports what it needs when it runs, so the parser and ``--help`` stay free of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embudget.config import RunConfig
+    from embudget.result import Metrics
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The :class:`~embudget.config.RunConfig` of a ``train`` or ``search`` command line."""
+    from embudget.config import load_config
+
+    updates: dict[str, Any] = {}
+    if args.dataset:
+        updates.setdefault("data", {})["name"] = args.dataset
+    if args.protocol:
+        updates.setdefault("data", {})["protocol"] = args.protocol
+    if args.model:
+        updates.setdefault("model", {})["name"] = args.model
+    if args.device:
+        updates["device"] = args.device
+    if args.seed is not None:
+        updates["seed"] = args.seed
+    if getattr(args, "method", None):
+        updates.setdefault("search", {})["method"] = args.method
+    if getattr(args, "sparsity", None) is not None:
+        updates["budget"] = {"sparsity": args.sparsity, "kept_fraction": None, "params": None}
+    if getattr(args, "params", None) is not None:
+        updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": args.params}
+    if "budget" in updates:
+        updates["budget"]["bytes"] = None
+    if getattr(args, "budget_bytes", None) is not None:
+        updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": None}
+        updates["budget"]["bytes"] = args.budget_bytes
+    return load_config(args.config, args.set, updates=updates, fast=getattr(args, "fast", False))
+
+
+#: the metrics `train` prints
+HEADLINE = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def _fmt_metrics(metrics: Metrics, keys: Sequence[str]) -> str:
+    return "  ".join(f"{k}={metrics.means[k]:.4f}" for k in keys if k in metrics.means)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from embudget.pipeline.run import run_train
+
+    cfg = resolve_config(args)
+    res = run_train(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
+    )
+    print(f"run directory: {args.out}")
+    print(f"valid  {_fmt_metrics(res.valid, HEADLINE)}")
+    print(f"test   {_fmt_metrics(res.test, HEADLINE)}")
+    steps = f"steps {res.training.steps} (best {res.training.best_step}), " if res.training else ""
+    print(f"{steps}{res.timing.train:.0f}s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from embudget.deploy.export import export_run
+
+    meta = export_run(
+        args.run_dir, args.out, fmt=args.format, dtype=args.dtype, overwrite=args.overwrite
+    )
+    b = meta["memory"]["bytes"]
+    print(f"wrote {args.out} ({meta['layout']}, {meta['dtype']}, {meta['model']['name']})")
+    print(
+        f"tables {b['embedding']:,} B (values {b['values']:,}, index {b['index']:,}, "
+        f"row meta {b['row_meta']:,}) = {b['fraction_of_dense_table']:.1%} of the dense "
+        f"fp32 table; dense backbone {b['dense_backbone']:,} B"
+    )
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from embudget.deploy.serve import Recommender, read_user_file
+
+    users = args.user if args.user else read_user_file(args.users_file)
+    out = Recommender.load(args.path).recommend(users, k=args.k, exclude=args.exclude)
+    for user, rank, item, score in out.rows():
+        if args.json:
+            print(json.dumps({"user": user, "rank": rank, "item": item, "score": score}))
+        else:
+            print(f"{user}\t{rank}\t{item}\t{score:.6g}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from embudget.pipeline.run import run_search
+
+    cfg = resolve_config(args)
+    res = run_search(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
+    )
+    u = res.usage
+    budget = f"{u.params_budget:,}" if res.budgeted else "unbudgeted"
+    print(f"run directory: {args.out}")
+    print(f"method {res.method}: params used {u.params:,} / budget {budget}")
+    print(f"valid  {_fmt_metrics(res.valid, ('recall@20', 'ndcg@20'))}")
+    print(f"test   {_fmt_metrics(res.test, ('recall@5', 'recall@20', 'ndcg@5', 'ndcg@20'))}")
+    print(
+        f"search {res.timing.search:.0f}s, retrain {res.timing.retrain:.0f}s, {res.n_probes} probes"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from embudget.bench.demo import format_table, run_demo
+
+    rows = run_demo(
+        args.out,
+        dataset=args.dataset,
+        model=args.model,
+        sparsity=args.sparsity,
+        overrides=args.set,
+        fast=args.fast,
+        progress=not args.no_progress,
+    )
+    print(format_table(rows))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from embudget.bench.grid import RESULTS_FILE, Settings, run_grid
+
+    updates = {"device": args.device} if args.device else None
+    settings = Settings(tuple(args.config), tuple(args.set), updates, fast=args.fast)
+    try:
+        summary = run_grid(
+            settings,
+            args.out,
+            datasets=args.datasets,
+            models=args.models,
+            methods=args.methods,
+            sparsities=args.sparsities,
+            seeds=args.seeds,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            "interrupted; rerun the same embudget bench command to resume "
+            "(finished cells are kept)",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"results: {args.out}/{RESULTS_FILE}")
+    print(
+        f"{len(summary.ran)} cells run, {len(summary.skipped)} already done, "
+        f"{len(summary.busy)} left to another process, "
+        f"{summary.seconds:.0f}s; next: embudget report {args.out}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from embudget.bench.report import write_report
+
+    rep = write_report(args.results_dir, args.out, plot=args.plot)
+    for note in rep.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {rep.path} ({len(rep.tables)} tables, {len(rep.figures)} figure files)")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from embudget.data import load_dataset
+
+    ds = load_dataset(args.dataset, protocol=args.protocol, split_seed=args.split_seed)
+    st = ds.stats()
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(f"dataset       {ds.name} (protocol {ds.protocol}, split seed {ds.split_seed})")
+        print(f"users         {st['users']:,}")
+        print(f"items         {st['items']:,}")
+        print(f"interactions  {st['interactions']:,}")
+        print(f"density       {st['density']:.6f}")
+        print(f"train/valid/test  {st['train']:,} / {st['valid']:,} / {st['test']:,}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from embudget.config import is_fast, load_config, preset_layers, to_commented_yaml
+
+    updates = {"model": {"name": args.model}} if args.model else None
+    cfg = load_config(args.config, args.set, updates=updates, fast=args.fast)
+    fast = is_fast(args.fast, cfg.model.name)
+    layers = ", ".join(["defaults", *preset_layers(cfg.model.name, fast)])
+    header = (
+        f"embudget config for {cfg.model.name}, {'fast' if fast else 'faithful'} mode "
+        f"(presets: {layers}; then --config, then --set)\n"
+        "[bet.md default: X] marks a setting that differs from bet.md's defaults"
+    )
+    print(to_commented_yaml(cfg, header, mark_changes=True), end="")
+    return 0
+
+
+#: the function of each command (nested commands as ``"data stats"``)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "search": cmd_search,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+    "report": cmd_report,
+    "export": cmd_export,
+    "recommend": cmd_recommend,
+    "data stats": cmd_data_stats,
+    "config show": cmd_config_show,
+}
