@@ -199,9 +199,10 @@ def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:
     lastfm = step_work("lightgcn", 1880, 4489, 26344, 10000, 128)
     gowalla = step_work("lightgcn", 29858, 40981, 513126, 10000, 128)
     assert golden < lastfm < WORK_PER_THREAD <= gowalla
-    assert auto_threads(golden, available=2) == auto_threads(lastfm, available=2) == 1
-    assert auto_threads(gowalla, available=2) == 2
-    assert auto_threads(gowalla, available=1) == 1
+    assert auto_threads(golden, cores=16) == auto_threads(lastfm, cores=16) == 1
+    assert auto_threads(gowalla, cores=16) == 2
+    assert auto_threads(20 * WORK_PER_THREAD, cores=16) == 15  # one core left to the machine
+    assert auto_threads(gowalla, cores=2) == auto_threads(gowalla, cores=1) == 1
     before = torch.get_num_threads()
     try:
         cfg = load_config(overrides=["data.name=gowalla-mini", "threads=2"])

@@ -198,7 +198,10 @@ class RunResult:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ResultError(f"{p} is not valid JSON ({e}); rerun the run") from None
+            raise ResultError(
+                f"{p} is damaged (not valid JSON: {e}); delete it and rerun with --resume to "
+                "redo the run's last stage, or start the run again with --overwrite"
+            ) from None
         return cls.from_dict(data, str(p))
 
 

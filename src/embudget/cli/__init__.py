@@ -2,18 +2,21 @@
 or prints. :mod:`~embudget.cli.parser` builds the argument parser, :mod:`~embudget.cli.commands`
 runs each command; :func:`main` maps errors to exit codes.
 
-Exit codes: 0 success, 2 usage/config/data errors, 3 infeasible budget, 1 anything else.
+Exit codes: 0 success, 2 usage/config/data errors and files the operating system refuses to
+read or write (:func:`~embudget.errors.from_os_error`: the path, the reason and a hint),
+3 infeasible budget, 1 anything else (a bug: with its traceback).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from embudget.cli.commands import COMMANDS
 from embudget.cli.parser import build_parser
-from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError
+from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError, from_os_error
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -41,6 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if e.error_type is BudgetErrorType.INFEASIBLE else 2
     except EmbudgetError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. `| head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        print(f"error: {from_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume and the same --out", file=sys.stderr)

@@ -6,6 +6,7 @@ Each command imports what it needs when it runs, so the parser and ``--help`` st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -19,9 +20,10 @@ if TYPE_CHECKING:
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The :class:`~embudget.config.RunConfig` of a ``train`` or ``search`` command line."""
     from embudget.config import load_config
+    from embudget.data.load import absolute_dataset_path
 
     updates: dict[str, Any] = {}
-    if args.dataset:
+    if args.dataset is not None:  # an empty name is refused by the config check
         updates.setdefault("data", {})["name"] = args.dataset
     if args.protocol:
         updates.setdefault("data", {})["protocol"] = args.protocol
@@ -42,7 +44,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "budget_bytes", None) is not None:
         updates["budget"] = {"sparsity": None, "kept_fraction": None, "params": None}
         updates["budget"]["bytes"] = args.budget_bytes
-    return load_config(args.config, args.set, updates=updates, fast=getattr(args, "fast", False))
+    cfg = load_config(args.config, args.set, updates=updates, fast=getattr(args, "fast", False))
+    # a dataset given by path is recorded absolute, so the run directory works from anywhere
+    name = absolute_dataset_path(cfg.data.name)
+    if name != cfg.data.name:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name))
+    return cfg
 
 
 #: the metrics `train` prints
@@ -118,10 +125,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from embudget.bench.demo import format_table, run_demo
+    from embudget.data.load import absolute_dataset_path
 
     rows = run_demo(
         args.out,
-        dataset=args.dataset,
+        dataset=absolute_dataset_path(args.dataset),
         model=args.model,
         sparsity=args.sparsity,
         overrides=args.set,

@@ -56,7 +56,7 @@ def _ints(text: str) -> list[int]:
 FAST_HELP = (
     "fast mode (the default for {fast}): cheap probes on a fixed user sample and a batch-fitted "
     "predictor; for MF and NCF also nested (weight-sharing) pretraining and warm-started "
-    "retraining (config.fast_preset; --set wins)"
+    "retraining (config/presets/fast*.yaml; --set wins)"
 )
 FAITHFUL_HELP = (
     "the paper's procedure (bet.md defaults; the default for {faithful}): standard "

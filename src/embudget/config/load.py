@@ -70,10 +70,14 @@ def apply_layers(
 
 def read_yaml(f: str | Path) -> Mapping[str, Any]:
     path = Path(f)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e}); save it as UTF-8") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(doc, Mapping):

@@ -1,13 +1,28 @@
-"""Value checks that the types alone cannot express (choices are checked by the loader)."""
+"""Value checks that the types alone cannot express (choices are checked by the loader).
+
+Every numeric setting has a range here, and every float must be finite (YAML reads ``.nan``
+and ``.inf`` as floats); :func:`check_for_dataset` adds the bounds that need the data.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 from embudget.config.schema import RunConfig
 from embudget.errors import ConfigError
 
+#: Largest embedding size: sizes are stored as int16.
+D_MAX_LIMIT = 2**15 - 1
+#: Largest evaluation cut-off at config time (the dataset's item count bounds it again).
+K_LIMIT = 1000
+#: Largest seed: seeds are recorded as 64-bit signed integers.
+SEED_LIMIT = 2**63 - 1
+#: Most propagation layers of a graph backbone (bet.md uses 3).
+LAYERS_LIMIT = 64
+
 #: Counts that must be at least 1.
 AT_LEAST_ONE = (
-    "model.d_max",
     "train.batch_users",
     "train.lr_decay_every",
     "train.eval_every_steps",
@@ -18,35 +33,98 @@ AT_LEAST_ONE = (
     "search.sampler.max_attempts",
     "search.sampler.size_step",
     "search.probe.lr_decay_every",
+    "search.predictor.updates",
     "search.retrain.top",
 )
-#: Optional counts that must be at least 1 when given (null: the ``train.*`` value).
-AT_LEAST_ONE_OR_NULL = ("search.retrain.patience", "search.retrain.max_steps")
+#: Optional counts that must be at least 1 when given (null: the ``train.*`` value, or for
+#: ``threads`` the count chosen from the run's work).
+AT_LEAST_ONE_OR_NULL = (
+    "threads",
+    "search.retrain.patience",
+    "search.retrain.max_steps",
+    "eval.batch_users",
+)
 #: Optional counts that may be 0 when given.
 AT_LEAST_ZERO_OR_NULL = ("search.probe.epochs", "search.probe.steps")
-#: Fractions in (0, 1] of the validation users (one fixed sample per run).
-FRACTIONS = ("train.eval_user_fraction", "search.probe.user_fraction")
+#: Integers with their inclusive range.
+BOUNDED_INTS = {
+    "seed": (0, SEED_LIMIT),
+    "data.split_seed": (0, SEED_LIMIT),
+    "model.d_max": (1, D_MAX_LIMIT),
+    "model.n_layers": (0, LAYERS_LIMIT),
+}
+#: Fractions in (0, 1]: of the validation users (one fixed sample per run), the per-step
+#: learning-rate decay factors, the smallest kept fraction of nested pretraining.
+FRACTIONS = (
+    "train.eval_user_fraction",
+    "train.lr_decay",
+    "search.probe.user_fraction",
+    "search.probe.lr_decay",
+)
+#: Learning rates and their floors: positive.
+POSITIVE = ("train.lr", "train.lr_min", "search.probe.lr", "search.probe.lr_min")
+#: Dropout probabilities in [0, 1).
+DROPOUTS = ("model.node_dropout", "model.mess_dropout")
+#: Optional floats that must be >= 0 when given.
+NON_NEGATIVE_OR_NULL = ("model.reg",)
 #: The four ways to state a budget; exactly one is given.
 BUDGET_KEYS = ("sparsity", "kept_fraction", "params", "bytes")
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Return ``cfg`` if its values are consistent; raise :class:`ConfigError` otherwise."""
-    flat = cfg.flat()
+def _finite(flat: dict[str, Any]) -> None:
+    for key, value in flat.items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key} must be a finite number, got {v}")
+
+
+def _ranges(flat: dict[str, Any]) -> None:
     for key in AT_LEAST_ONE:
         if flat[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {flat[key]}")
     for key in AT_LEAST_ONE_OR_NULL:
         if flat[key] is not None and flat[key] < 1:
             raise ConfigError(
-                f"{key} must be at least 1 (or null for the train.* value), got {flat[key]}"
+                f"{key} must be at least 1 (or null for the default), got {flat[key]}"
             )
     for key in AT_LEAST_ZERO_OR_NULL:
         if flat[key] is not None and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
+    for key, (low, top) in BOUNDED_INTS.items():
+        if not low <= flat[key] <= top:
+            raise ConfigError(f"{key} must lie in [{low}, {top}], got {flat[key]}")
     for key in FRACTIONS:
         if not 0.0 < flat[key] <= 1.0:
             raise ConfigError(f"{key} must lie in (0, 1], got {flat[key]}")
+    for key in POSITIVE:
+        if not flat[key] > 0.0:
+            raise ConfigError(f"{key} must be positive, got {flat[key]}; e.g. 0.03 (bet.md §9)")
+    for key in DROPOUTS:
+        if not 0.0 <= flat[key] < 1.0:
+            raise ConfigError(f"{key} must lie in [0, 1), got {flat[key]}")
+    for key in NON_NEGATIVE_OR_NULL:
+        if flat[key] is not None and flat[key] < 0:
+            raise ConfigError(f"{key} must be >= 0 (or null), got {flat[key]}")
+    ks = flat["eval.ks"]
+    if not ks or not all(1 <= k <= K_LIMIT for k in ks):
+        raise ConfigError(
+            f"eval.ks must be a non-empty list of cut-offs in [1, {K_LIMIT}], got {ks}; "
+            "e.g. [5, 10, 20]"
+        )
+    if not str(flat["data.name"]).strip():
+        raise ConfigError(
+            "data.name is empty; name a dataset (e.g. gowalla, gowalla-mini) or give its path"
+        )
+    if not str(flat["cache_dir"]).strip():
+        raise ConfigError("cache_dir is empty; give a directory (default: cache)")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Return ``cfg`` if its values are consistent; raise :class:`ConfigError` otherwise."""
+    flat = cfg.flat()
+    _finite(flat)
+    _ranges(flat)
     s = cfg.search
     if s.sampler.size_step > 1 and s.method in ("su", "sr"):
         raise ConfigError(
@@ -74,9 +152,19 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if b.bytes is not None and b.bytes < 1:
         raise ConfigError(f"budget.bytes must be a positive integer, got {b.bytes}")
-    if not cfg.eval.ks or min(cfg.eval.ks) < 1:
-        raise ConfigError(f"eval.ks must be a non-empty list of positive ints, got {cfg.eval.ks}")
-    if cfg.eval.batch_users is not None and cfg.eval.batch_users < 1:
-        got = cfg.eval.batch_users
-        raise ConfigError(f"eval.batch_users must be at least 1 (or null), got {got}")
     return cfg
+
+
+def check_for_dataset(cfg: RunConfig, n_items: int) -> None:
+    """Refuse settings the dataset cannot support: a cut-off K above the item count (the
+    ranked list holds at most ``n_items`` items, and ranking memory grows with K).
+
+    Raises:
+        ConfigError: naming the setting, the item count and the fix.
+    """
+    k_max = max(cfg.eval.ks)
+    if k_max > n_items:
+        raise ConfigError(
+            f"eval.ks has K={k_max} but the dataset has only {n_items:,} items; use cut-offs "
+            f"<= {n_items} (e.g. --set eval.ks=[5,10,20])"
+        )

@@ -26,8 +26,8 @@ import numpy as np
 from embudget.data.raw import (
     PathLike,
     RawInteractions,
+    check_int_token,
     empty_error,
-    int_token_error,
     read_text,
 )
 from embudget.data.tabular import (
@@ -100,23 +100,18 @@ def _fast_ints(text: str, expected: int) -> np.ndarray | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # numpy warns (not raises) on unparsable data
             vals = np.fromstring(text, dtype=np.int64, sep=" ")
+        # fromstring stops silently at e.g. "3.5" -> "3" and saturates on overflow
+        if len(vals) == expected and not (vals == _INT64_MAX).any():
+            return vals
     except (ValueError, DeprecationWarning):
+        pass  # e.g. a separator numpy does not know (U+2028): the slow path decides
+    try:
+        return np.array(text.split(), dtype=np.int64)
+    except (ValueError, OverflowError):
         return None
-    # fromstring stops silently at e.g. "3.5" -> "3" and saturates on overflow
-    if len(vals) != expected or (vals == _INT64_MAX).any():
-        try:
-            return np.array(text.split(), dtype=np.int64)
-        except (ValueError, OverflowError):
-            return None
-    return vals
 
 
 def _raise_first_bad_int(lines: list[str], path: str, what: str) -> None:
     for lineno, line in enumerate(lines, 1):
         for tok in line.split():
-            try:
-                v = int(tok)
-            except ValueError:
-                raise int_token_error(tok, path, lineno, what) from None
-            if not -(2**63) <= v < 2**63:
-                raise DataFormatError(f"id {tok} does not fit in int64", path, lineno)
+            check_int_token(tok, path, lineno, what)

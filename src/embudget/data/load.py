@@ -25,6 +25,7 @@ from embudget.data.formats import (
     read_movielens,
     read_recbole,
 )
+from embudget.data.raw import verify_checksums
 from embudget.data.split import (
     Pairs,
     SplitArrays,
@@ -78,11 +79,27 @@ def data_search_path() -> list[Path]:
     return seen
 
 
+def absolute_dataset_path(name: str) -> str:
+    """``name`` as an absolute path when it names an existing file or folder (and is not a
+    known dataset name, which :func:`resolve_dataset` looks up first); else ``name``."""
+    if not name.strip() or name in KNOWN_DATASETS:
+        return name
+    p = Path(name).expanduser()
+    return os.path.abspath(p) if p.exists() else name
+
+
 def resolve_dataset(name_or_path: str | Path) -> tuple[str, Path]:
     """(name, path) of a dataset given by known name, by name in the search path, or by path.
 
     ``gowalla`` and ``gowalla-mini`` resolve to the copies shipped in the package.
+
+    Raises:
+        DataFormatError: an empty name, or a name that is neither an existing path nor found.
     """
+    if not str(name_or_path).strip():
+        raise DataFormatError(
+            "empty dataset name; name a dataset (e.g. gowalla, gowalla-mini) or give its path"
+        )
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_DATASETS:
         return name_or_path, SHIPPED_DIR / name_or_path
     is_name = isinstance(name_or_path, str) and name_or_path in KNOWN_DATASETS
@@ -104,7 +121,7 @@ def resolve_dataset(name_or_path: str | Path) -> tuple[str, Path]:
 
 def _find(d: Path, name: str) -> Path | None:
     for cand in (d / name, d / f"{name}.gz"):
-        if cand.is_file():
+        if cand.exists() and not cand.is_dir():  # the reader refuses a FIFO or device by kind
             return cand
     return None
 
@@ -146,10 +163,10 @@ def detect_format(path: Path) -> str:
 
 def input_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
     """(role, file) pairs to read; role is ``train``/``test`` for a given split, else ``all``."""
-    if path.is_file():
-        return [("all", path)]
-    if not path.is_dir():
+    if not path.exists():
         raise DataFormatError("no such file or directory", str(path))
+    if not path.is_dir():  # a file, or a FIFO or device that the reader refuses by its kind
+        return [("all", path)]
     pairs = {"lightgcn": ("train.txt", "test.txt"), "lastfm": ("data1.txt", "test1.txt")}
     if fmt in pairs:
         found = [
@@ -206,45 +223,6 @@ def _read(
             raise ConfigError("user_col/item_col need a header; ratings.dat has none")
         return read_movielens(f, min_rating=min_rating)
     return read_csv(f, user_col=user_col, item_col=item_col, min_rating=min_rating)
-
-
-# --- checksums ----------------------------------------------------------------------------
-
-
-def _read_sums(sums: Path, prefix: str) -> dict[str, str]:
-    """{file name: sha256} from a sha256sum file, for entries under ``prefix`` ("" = here)."""
-    out: dict[str, str] = {}
-    for line in sums.read_text().splitlines():
-        digest, _, rel = line.strip().partition("  ")
-        rel = rel.lstrip("*").removeprefix("./")
-        if prefix:
-            if not rel.startswith(prefix + "/"):
-                continue
-            rel = rel[len(prefix) + 1 :]
-        if rel and "/" not in rel:
-            out[_strip_gz(rel)] = digest.lower()
-    return out
-
-
-def verify_checksums(folder: Path, hashes: dict[str, str]) -> int:
-    """Check content hashes against ``SHA256SUMS`` in ``folder`` or its parent; returns the
-    number of files verified. Raises DataFormatError on a mismatch."""
-    checked = 0
-    for sums, prefix in ((folder / "SHA256SUMS", ""), (folder.parent / "SHA256SUMS", folder.name)):
-        if not sums.is_file():
-            continue
-        for fname, want in _read_sums(sums, prefix).items():
-            got = hashes.get(fname)
-            if got is None:
-                continue
-            if got != want:
-                raise DataFormatError(
-                    f"sha256 mismatch against {sums}: expected {want}, got {got}; the file is "
-                    "corrupted or modified, restore the original",
-                    str(folder / fname),
-                )
-            checked += 1
-    return checked
 
 
 # --- assembling a Dataset -----------------------------------------------------------------
@@ -305,6 +283,8 @@ def load_dataset(
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
         raise ConfigError(f"split_seed must be an integer, got {split_seed!r}")
+    if not 0 <= split_seed < 2**63:
+        raise ConfigError(f"split_seed must lie in [0, 2^63), got {split_seed}")
     name, path = resolve_dataset(name_or_path)
     if fmt == "auto":
         fmt = detect_format(path)

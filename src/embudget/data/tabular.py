@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from embudget.data.raw import (
+    FIELD_MAX_CHARS,
+    ID_MAX_CHARS,
     PathLike,
     RawInteractions,
+    check_int_token,
     empty_error,
-    int_token_error,
+    field_too_long,
     read_text,
+    show,
     strip_gz,
 )
 from embudget.errors import DataFormatError
@@ -66,6 +70,7 @@ def _read_table(
     if "\r" in text:
         text = text.replace("\r", "")
     lines = text.split("\n")
+    del text  # peak memory: the lines, then the fields, never all three at once
     n = len(lines)
     blank = (np.fromiter(map(len, lines), dtype=np.int64, count=n) == 0) | np.fromiter(
         map(str.isspace, lines), dtype=bool, count=n
@@ -107,9 +112,33 @@ def _read_table(
             p,
             int(line_no[i]),
         )
-    flat = " ".join(rows).split() if delim is None else delim.join(rows).split(delim)
+    longest = max(map(len, rows))
+    joined = " ".join(rows) if delim is None else delim.join(rows)
+    del lines, rows
+    flat = joined.split() if delim is None else joined.split(delim)
+    del joined
     columns = [flat[j::want] for j in range(want)]
-    return _Table(p, head, columns, line_no, digest, header_line)
+    del flat
+    t = _Table(p, head, columns, line_no, digest, header_line)
+    if head is not None and max(map(len, head)) > FIELD_MAX_CHARS:
+        j = max(range(want), key=lambda c: len(head[c]))
+        raise field_too_long(p, header_line, str(j + 1), len(head[j]), FIELD_MAX_CHARS)
+    if longest > FIELD_MAX_CHARS:  # only then can a field be too long
+        for j in range(want):
+            _check_lengths(t, j, FIELD_MAX_CHARS)
+    return t
+
+
+def _column_name(t: _Table, j: int) -> str:
+    return f"{j + 1} ({show(t.header[j], 20)})" if t.header is not None else str(j + 1)
+
+
+def _check_lengths(t: _Table, j: int, limit: int) -> None:
+    col = t.col(j)
+    lens = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
+    r = int(np.argmax(lens)) if len(lens) else 0
+    if len(lens) and lens[r] > limit:
+        raise field_too_long(t.path, int(t.lines[r]), _column_name(t, j), int(lens[r]), limit)
 
 
 def _int_column(t: _Table, j: int, what: str) -> np.ndarray:
@@ -118,11 +147,8 @@ def _int_column(t: _Table, j: int, what: str) -> np.ndarray:
         return np.array(col, dtype=np.int64)
     except (ValueError, OverflowError):
         for r, tok in enumerate(col):
-            try:
-                int(tok)
-            except (ValueError, OverflowError):
-                raise int_token_error(tok, t.path, int(t.lines[r]), what) from None
-        raise  # pragma: no cover
+            check_int_token(tok, t.path, int(t.lines[r]), what)
+        raise DataFormatError(f"{what} column is not all integers", t.path) from None
 
 
 def _float_column(t: _Table, j: int, what: str) -> np.ndarray:
@@ -135,11 +161,11 @@ def _float_column(t: _Table, j: int, what: str) -> np.ndarray:
                 float(tok)
             except ValueError:
                 raise DataFormatError(
-                    f"{what} value {tok!r} is not a number; fix the value or drop the column",
+                    f"{what} value {show(tok)} is not a number; fix the value or drop the column",
                     t.path,
                     int(t.lines[r]),
                 ) from None
-        raise  # pragma: no cover
+        raise DataFormatError(f"{what} column is not all numbers", t.path) from None
 
 
 def _id_column(t: _Table, j: int) -> np.ndarray:
@@ -148,6 +174,8 @@ def _id_column(t: _Table, j: int) -> np.ndarray:
     try:
         return np.array(col, dtype=np.int64)
     except (ValueError, OverflowError):
+        # string ids: numpy stores each at the width of the longest, so bound that first
+        _check_lengths(t, j, ID_MAX_CHARS)
         ids = np.char.strip(np.array(col, dtype=np.str_))
         empty = np.flatnonzero(np.char.str_len(ids) == 0)
         if len(empty):

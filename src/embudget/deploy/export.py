@@ -286,14 +286,15 @@ def _write(out: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any], cont
             arrays[META_KEY] = np.frombuffer(blob.encode("utf-8"), dtype=np.uint8)
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
-        else:
-            from safetensors.numpy import save_file
+        else:  # serialised in memory: safetensors' writer would hide a full disk's OSError
+            from safetensors.numpy import save
 
-            save_file(
+            data = save(
                 {k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                str(tmp),
                 metadata={"embudget": blob},
             )
+            with open(tmp, "wb") as f:
+                f.write(data)
 
 
 def export_run(
@@ -311,9 +312,9 @@ def export_run(
     """
     from safetensors.torch import load_file
 
-    from embudget.config import load_config
     from embudget.io import load_npz
     from embudget.pipeline.build import load_data, make_model, model_options, resolve_budget
+    from embudget.pipeline.rundir import read_run_config
     from embudget.result import RunResult
 
     run = Path(run_dir)
@@ -324,7 +325,7 @@ def export_run(
             f"{run} is not a finished run (missing {', '.join(missing)}); export a run directory "
             "written by `embudget search` or `embudget train`"
         )
-    cfg = load_config([run / "config.yaml"])
+    cfg = read_run_config(run / "config.yaml")
     result = RunResult.read(run / "results.json")
     dataset = load_data(cfg)
     if result.split_fingerprint != dataset.fingerprint():

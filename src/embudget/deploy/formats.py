@@ -23,7 +23,11 @@ propagated user/item representations (dense, d_max or 4·d_max wide, N rows) exi
 memory at serving time, never in the file. The compact part is exactly the ID tables.
 
 Integrity: the metadata holds a sha256 over every tensor; a truncated or corrupted file raises
-:class:`~embudget.errors.ExportError`.
+:class:`~embudget.errors.ExportError`. Untrusted files: :func:`load` parses the container's own
+header with bounded readers (:mod:`embudget.deploy.container`) and checks the metadata and every
+tensor's dtype, shape and byte range against it (:mod:`embudget.deploy.validate`) before reading
+any tensor data, so a malformed or crafted file ends in ``ExportError`` with memory bounded by a
+small multiple of the file's size.
 
 Writing is :mod:`embudget.deploy.export`.
 """
@@ -31,7 +35,6 @@ Writing is :mod:`embudget.deploy.export`.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embudget.deploy.container import META_KEY, Container, open_container
+from embudget.deploy.validate import (
+    bucket_spec,
+    check_buckets,
+    check_csr,
+    check_finite,
+    check_ids,
+    check_meta,
+    check_offsets,
+    check_sizes,
+    check_spec,
+    expected,
+)
 from embudget.errors import EmbudgetError, ExportError
 from embudget.models import build_model
 from embudget.models.base import Backbone
@@ -63,7 +79,6 @@ EXPORT_DTYPES = ("fp32", "fp16", "int8")
 FORMAT_NAME = "embudget-export"
 FORMAT_VERSION = 1
 BUCKET_STEP = 4
-META_KEY = "__metadata__"
 SIDES = ("user", "item")
 
 
@@ -98,60 +113,136 @@ def checksum(tensors: dict[str, np.ndarray]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# loading
+# loading: the container header and the metadata are checked before any tensor is read
 # --------------------------------------------------------------------------------------------
-def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist; give the file written by `embudget export`")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    try:
-        if head == b"PK\x03\x04":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            if META_KEY not in arrays:
-                raise ExportError(f"{path} is an npz file without embudget metadata")
-            meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-        else:
-            from safetensors import safe_open
+def load(path: str | Path) -> Exported:
+    """Load an export written by :func:`export_model` / ``embudget export`` (never unpickles).
 
-            with safe_open(str(path), framework="np") as sf:
-                header = sf.metadata() or {}
-                if "embudget" not in header:
-                    raise ExportError(f"{path} is a safetensors file without embudget metadata")
-                meta = json.loads(header["embudget"])
-                arrays = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118
-    except ExportError:
-        raise
-    except Exception as e:  # zipfile, safetensors, JSON and OS errors alike
-        raise ExportError(
-            f"{path} is truncated or corrupted and cannot be read ({type(e).__name__}: {e}); "
-            "export it again"
-        ) from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ExportError(f"{path} is not an embudget export (format {meta.get('format')!r})")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise ExportError(
-            f"{path} has export format version {meta['format_version']}; this embudget reads "
-            f"up to {FORMAT_VERSION}: upgrade embudget"
-        )
-    if checksum(arrays) != meta.get("sha256"):
-        raise ExportError(f"{path} is corrupted: its checksum does not match; export it again")
+    Safe on files embudget did not write: the metadata is checked against the file's own header
+    (every tensor's dtype, shape and byte range) before any tensor is read, every size field is
+    bounded by what the file holds (``d_max`` ≤ 32767, ``n_layers`` ≤ 16, counts equal to the
+    stored lengths), and the contents (sizes, offsets, graphs, raw ids, checksum) are checked
+    before the model is built. Memory stays within a small multiple of the file's size.
+
+    Raises:
+        ExportError: the file is missing, truncated, corrupted, inconsistent or altered.
+    """
+    path = Path(path)
+    with open_container(path) as c:
+        try:
+            arrays, meta = _read_checked(c)
+            return _assemble(arrays, meta)
+        except ExportError as e:
+            if str(path) in str(e):
+                raise
+            raise ExportError(f"{path}: {e}") from e
+        except Exception as e:  # anything the checks above missed is still a damaged file
+            raise ExportError(
+                f"{path} is inconsistent and cannot be loaded ({type(e).__name__}: {e}); "
+                "export it again"
+            ) from e
+
+
+def _build(meta: dict[str, Any], train: sp.csr_matrix) -> Backbone:
+    """The backbone on the meta device: no (num, d_max) table is ever allocated."""
+    m = meta["model"]
+    with torch.device("meta"):
+        try:
+            return build_model(
+                m["name"], meta["n_users"], meta["n_items"], train, m["d_max"], **m["options"]
+            )
+        except (EmbudgetError, TypeError, ValueError) as e:
+            raise ExportError(f"the model metadata does not build a backbone ({e})") from e
+
+
+def _read_checked(c: Container) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    meta = c.meta
+    check_meta(meta, FORMAT_VERSION, FORMAT_NAME, EXPORT_DTYPES)
+    nu, ni, d = meta["n_users"], meta["n_items"], meta["model"]["d_max"]
+    spec = expected(meta, {})
+    check_spec(c.entries, spec)  # n_users and n_items are now bounded by the stored lengths
+    skeleton = _build(meta, sp.csr_matrix((nu, ni), dtype=np.float32))
+    names = {
+        "user": _module_names(skeleton, skeleton.user_tables()),
+        "item": _module_names(skeleton, skeleton.item_tables()),
+    }
+    if names != meta["tables"]:
+        raise ExportError(f"metadata tables {meta['tables']} are not the backbone's {names}")
+    prefixes = tuple(f"{n}." for side in SIDES for n in names[side])
+    dense = {
+        k: tuple(v.shape) for k, v in skeleton.state_dict().items() if not k.startswith(prefixes)
+    }
+    spec = expected(meta, dense)
+    check_spec(c.entries, spec)
+    arrays: dict[str, np.ndarray] = {}
+
+    def read(name: str) -> np.ndarray:
+        if name not in arrays:
+            arrays[name] = c.read(name)
+        return arrays[name]
+
+    def length(name: str) -> int:
+        return int(c.entries[name].shape[0]) if name in c.entries else -1
+
+    for side in SIDES:
+        sizes = read(f"sizes.{side}")
+        check_sizes(sizes, d, side)
+        if meta["layout"] == "jagged":
+            total = int(sizes.sum(dtype=np.int64))
+            check_offsets(read(f"offsets.{side}"), sizes, total, f"offsets.{side}")
+            for name in meta["tables"][side]:
+                spec[f"emb.{name}.values"] = (spec[f"emb.{name}.values"][0], (total,))
+        else:
+            dims, counts = read(f"buckets.{side}.dims"), read(f"buckets.{side}.counts")
+            bucket, row = read(f"index.{side}.bucket"), read(f"index.{side}.row")
+            check_buckets(dims, counts, bucket, row, d, side)
+            if not np.array_equal(dims[bucket], sizes):
+                raise ExportError(f"bucket index of {side}s does not match their sizes")
+            spec.update(bucket_spec(meta, side, dims, counts))
+        if meta["ids"][side] == "str":
+            name = f"ids.{side}.utf8"
+            check_offsets(read(f"ids.{side}.offsets"), None, length(name), f"ids.{side}.offsets")
+            widest = int(np.diff(arrays[f"ids.{side}.offsets"]).max(initial=0))
+            if 4 * widest * sizes.size > 32 * c.size + 2**20:
+                raise ExportError(f"raw {side} ids up to {widest} bytes long are refused")
+    for g in ("train", "history"):
+        check_offsets(read(f"{g}.indptr"), None, length(f"{g}.indices"), f"{g}.indptr")
+    check_spec(c.entries, spec)
+    unknown = sorted(set(c.entries) - set(spec))
+    if unknown:
+        raise ExportError(f"the file holds tensors no embudget export has: {unknown[:5]}")
+    for name in sorted(spec):
+        read(name)
+    if checksum(arrays) != meta["sha256"]:
+        raise ExportError("corrupted: its checksum does not match; export it again")
+    for g in ("train", "history"):
+        check_csr(arrays[f"{g}.indptr"], arrays[f"{g}.indices"], ni, g)
+    check_finite(arrays)
     return arrays, meta
+
+
+def _module_names(model: Backbone, tables: list[Any]) -> list[str]:
+    by_id = {id(m): n for n, m in model.named_modules()}
+    return [by_id[id(t)] for t in tables]
 
 
 def _decode_ids(arrays: dict[str, np.ndarray], side: str, kind: str) -> np.ndarray:
     if kind == "int":
-        return arrays[f"ids.{side}"]
-    blob = arrays[f"ids.{side}.utf8"].tobytes()
-    off = arrays[f"ids.{side}.offsets"]
-    return np.array([blob[a:b].decode("utf-8") for a, b in zip(off[:-1], off[1:], strict=True)])
+        ids = arrays[f"ids.{side}"]
+    else:
+        blob = arrays[f"ids.{side}.utf8"].tobytes()
+        off = arrays[f"ids.{side}.offsets"].tolist()
+        pairs = zip(off[:-1], off[1:], strict=True)
+        try:
+            ids = np.array([blob[a:b].decode("utf-8") for a, b in pairs])
+        except UnicodeDecodeError as e:
+            raise ExportError(f"raw {side} ids are not valid UTF-8 ({e})") from e
+    check_ids(ids, side)
+    return ids
 
 
 def _csr(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, int]) -> sp.csr_matrix:
     indptr, indices = arrays[f"{name}.indptr"], arrays[f"{name}.indices"]
-    if indptr.size != shape[0] + 1 or indptr[-1] != indices.size:
-        raise ExportError(f"{name} interactions are inconsistent (indptr/indices lengths)")
     data = np.ones(indices.size, dtype=np.float32)
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 
@@ -166,69 +257,40 @@ def _decode_jagged(arrays: dict[str, np.ndarray], key: str, sizes: np.ndarray) -
 
 
 def _decode_bucketed(
-    arrays: dict[str, np.ndarray], key: str, side: str, sizes: np.ndarray, d_max: int
+    arrays: dict[str, np.ndarray], key: str, side: str, sizes: np.ndarray
 ) -> np.ndarray:
-    """Jagged values of one table rebuilt from its bucket tables."""
+    """Jagged values of one table rebuilt from its bucket tables (Σ sizes floats, no padding)."""
     dims = arrays[f"buckets.{side}.dims"]
     bucket, row = arrays[f"index.{side}.bucket"], arrays[f"index.{side}.row"]
-    if not np.array_equal(dims[bucket], sizes):
-        raise ExportError(f"bucket index of {side}s does not match their sizes")
-    full = np.zeros((sizes.size, d_max), dtype=np.float32)
+    starts = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+    values = np.empty(int(sizes.sum()), dtype=np.float32)
     for b, dim in enumerate(dims.tolist()):  # one pass per bucket table
         name = f"{key}.bucket{dim}"
         block = arrays[name]
         if block.dtype == np.uint8:
             block = block * arrays[f"{name}.scale"][:, None] + arrays[f"{name}.bias"][:, None]
         members = np.flatnonzero(bucket == b)
-        full[members, :dim] = block[row[members]]
-    return full[np.arange(d_max)[None, :] < sizes[:, None]]
-
-
-def load(path: str | Path) -> Exported:
-    """Load an export written by :func:`export_model` / ``embudget export`` (never unpickles).
-
-    Raises:
-        ExportError: the file is missing, truncated, corrupted or inconsistent.
-    """
-    path = Path(path)
-    arrays, meta = _read(path)
-    try:
-        return _assemble(arrays, meta)
-    except ExportError:
-        raise
-    except (KeyError, ValueError, RuntimeError, EmbudgetError) as e:
-        raise ExportError(
-            f"{path} is inconsistent and cannot be loaded ({e}); export it again"
-        ) from e
+        values[starts[members][:, None] + np.arange(dim)] = block[row[members]]
+    return values
 
 
 def _assemble(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Exported:
-    nu, ni = int(meta["n_users"]), int(meta["n_items"])
-    d = int(meta["model"]["d_max"])
+    nu, ni = meta["n_users"], meta["n_items"]
+    d = meta["model"]["d_max"]
     train = _csr(arrays, "train", (nu, ni))
     history = _csr(arrays, "history", (nu, ni))
-    # Build on the meta device: no dense (num, d_max) tables are ever allocated.
-    with torch.device("meta"):
-        model = build_model(meta["model"]["name"], nu, ni, train, d, **meta["model"]["options"])
+    model = _build(meta, train)
     dense = {
-        k[len("dense.") :]: torch.from_numpy(v.copy())
-        for k, v in arrays.items()
-        if k.startswith("dense.")
+        k[len("dense.") :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("dense.")
     }
     for side in SIDES:
         sizes = arrays[f"sizes.{side}"].astype(np.int64)
-        if sizes.size != (nu if side == "user" else ni) or sizes.min() < 1 or sizes.max() > d:
-            raise ExportError(f"{side} sizes are out of range or of the wrong length")
-        if meta["layout"] == "jagged":
-            off = arrays[f"offsets.{side}"]
-            if off.size != sizes.size + 1 or not np.array_equal(np.diff(off), sizes):
-                raise ExportError(f"{side} offsets do not match the sizes")
         for name in meta["tables"][side]:
             key = f"emb.{name}"
             if meta["layout"] == "jagged":
                 values = _decode_jagged(arrays, key, sizes)
             else:
-                values = _decode_bucketed(arrays, key, side, sizes, d)
+                values = _decode_bucketed(arrays, key, side, sizes)
             table = CompactEmbedding(sizes, d, values=torch.from_numpy(values))
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
@@ -248,6 +310,4 @@ def _assemble(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Exported:
     model.eval()
     user_ids = _decode_ids(arrays, "user", meta["ids"]["user"])
     item_ids = _decode_ids(arrays, "item", meta["ids"]["item"])
-    if user_ids.size != nu or item_ids.size != ni:
-        raise ExportError("raw-id maps have the wrong length")
     return Exported(model, user_ids, item_ids, train, history, meta)

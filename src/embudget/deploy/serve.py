@@ -101,10 +101,14 @@ class Recommender:
         """
         q = np.asarray(users)
         ids = self.exported.user_ids
-        if ids.dtype.kind in "iu" and q.dtype.kind not in "iu":
-            parsed = np.array([_as_int(x) for x in q.tolist()], dtype=object)
+        if ids.dtype.kind in "iu" and q.dtype.kind != "i":
+            # strings, unsigned and Python ints: parsed one by one; ids outside int64 are unknown
+            parsed = [_as_int(x) for x in q.tolist()]
             ok = np.array([p is not None for p in parsed], dtype=bool)
-            q_int = np.where(ok, parsed, -1).astype(np.int64) if q.size else np.zeros(0, np.int64)
+            q_int = np.array([0 if p is None else p for p in parsed], dtype=np.int64)
+        elif ids.dtype.kind in "iu":
+            ok = np.ones(q.size, dtype=bool)
+            q_int = q.astype(np.int64)
         else:
             ok = np.ones(q.size, dtype=bool)
             # str ids: compare as str of any width (a cast to ids.dtype would truncate)
@@ -113,7 +117,7 @@ class Recommender:
         pos_c = np.minimum(pos, max(0, ids.size - 1))
         found = ok & (pos < ids.size) & (self._user_sorted[pos_c] == q_int)
         if not found.all():
-            bad = [str(x) for x in q[~found][:5].tolist()]
+            bad = [_short(x) for x in q[~found][:5].tolist()]
             more = int((~found).sum()) - len(bad)
             raise UnknownIdError(
                 f"unknown user id(s) {', '.join(bad)}"
@@ -164,20 +168,37 @@ class Recommender:
 
 
 def _as_int(x: Any) -> int | None:
+    """``x`` as an int64, or None (not an integer, or out of the int64 range)."""
     try:
-        return int(str(x).strip())
-    except ValueError:
+        v = int(str(x).strip())
+    except ValueError:  # also digit strings too long to convert
         return None
+    return v if -(2**63) <= v < 2**63 else None
+
+
+def _short(x: Any, width: int = 40) -> str:
+    s = str(x)
+    return repr(s if len(s) <= width else s[:width] + "...")
 
 
 def read_user_file(path: str | Path) -> list[str]:
     """Raw user ids, one per line (blank lines and ``#`` comments skipped)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"users file {p} does not exist")
+        raise ConfigError(f"users file {p} does not exist or is not a regular file")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"users file {p} is not UTF-8 text (byte {e.start}); give one raw user id per line"
+        ) from e
+    except OSError as e:
+        raise ConfigError(f"users file {p} cannot be read ({e.strerror or e})") from e
     out = []
-    for line in p.read_text().splitlines():
+    for line in text.splitlines():
         s = line.split("#", 1)[0].strip()
         if s:
             out.append(s)
+    if not out:
+        raise ConfigError(f"users file {p} holds no user ids; give one raw user id per line")
     return out

@@ -56,18 +56,20 @@ Masks = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
 
 
 def _forward(
-    sources: Rows, ids: Rows, masks: Masks, l2_sources: Rows | None = None
+    sources: Rows, ids: Rows, l2_sources: Rows | None = None
 ) -> tuple[Rows, Rows, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gather the (user, positive, negative) rows and evaluate the BPR and L2 terms.
 
-    Returns ``(rows, l2_rows, x, bpr, l2)``: ``rows[k] = sources[k][ids[k]]`` (times
-    ``masks[k]``), ``x = ⟨eu, en⟩ − ⟨eu, ep⟩``, ``bpr = mean softplus(x)`` and
+    Returns ``(rows, l2_rows, x, bpr, l2)``: ``rows[k] = sources[k][ids[k]]``,
+    ``x = ⟨eu, en⟩ − ⟨eu, ep⟩``, ``bpr = mean softplus(x)`` and
     ``l2 = (Σ r_u² + Σ r_p²) + Σ r_n²`` over the rows gathered from ``l2_sources`` (default:
     the same rows). Whole-batch passes: a blocked forward measured ~8 % slower.
     """
-    rows = tuple(_gather(sources[k], ids[k], masks[k]) for k in range(3))
+    rows = tuple(sources[k].index_select(0, ids[k]) for k in range(3))
     l2_rows = (
-        rows if l2_sources is None else tuple(_gather(l2_sources[k], ids[k]) for k in range(3))
+        rows
+        if l2_sources is None
+        else tuple(l2_sources[k].index_select(0, ids[k]) for k in range(3))
     )
     buf = torch.empty_like(rows[0])
     eu, ep, en = rows
@@ -76,14 +78,6 @@ def _forward(
     x = s_neg - s_pos
     l2 = _sq_sum(l2_rows[0], buf) + _sq_sum(l2_rows[1], buf) + _sq_sum(l2_rows[2], buf)
     return (eu, ep, en), (l2_rows[0], l2_rows[1], l2_rows[2]), x, F.softplus(x).mean(), l2
-
-
-def _gather(
-    table: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``table[ids]`` (times the rows' prefix mask), as a new contiguous tensor."""
-    rows = table.index_select(0, ids)
-    return rows if mask is None else rows.mul_(mask)
 
 
 def _sq_sum(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
@@ -142,14 +136,15 @@ def _bpr_scatter(
     gx: torch.Tensor,
     gnx: torch.Tensor,
     c2: torch.Tensor | None = None,
-    masks: tuple[torch.Tensor | None, ...] = (None, None, None),
+    masks: Masks = (None, None, None),
 ) -> None:
     """Add the gathered rows' gradients at their ids: (eu, ep, en) into ``outs``, block by block.
 
     Without an L2 term on the same rows (``c2`` None): d_eu = gx·en + (−gx)·ep,
     d_en = gx·eu, d_ep = −gx·eu. With one (MF), autograd adds the squares' gradient c2·row
     first: d_eu = (c2·eu + gx·en) + (−gx)·ep, d_en = c2·en + gx·eu, d_ep = c2·ep + (−gx)·eu.
-    A row mask (masked tables) multiplies the result, as the masking product's backward.
+    ``masks[k]`` (masked tables: the table's 0/1 prefix mask) multiplies rows k's gradient
+    by their mask rows, as the masking product's backward.
     """
     eu, ep, en = rows
     blocks, tmp_a = _blocks(eu)
@@ -158,9 +153,9 @@ def _bpr_scatter(
         a, b = tmp_a[: sl.stop - sl.start], tmp_b[: sl.stop - sl.start]
         u, p, q, gxs, gns = eu[sl], ep[sl], en[sl], gx[sl], gnx[sl]
         d_eu = _l2_plus(u, q, gxs, c2, a, b).add_(torch.mul(p, gns, out=b))
-        _emit(outs[0], ids[0][sl], d_eu, masks[0], sl)
-        _emit(outs[2], ids[2][sl], _l2_plus(q, u, gxs, c2, a, b), masks[2], sl)  # d_en
-        _emit(outs[1], ids[1][sl], _l2_plus(p, u, gns, c2, a, b), masks[1], sl)  # d_ep
+        _emit(outs[0], ids[0][sl], d_eu, masks[0], b)
+        _emit(outs[2], ids[2][sl], _l2_plus(q, u, gxs, c2, a, b), masks[2], b)  # d_en
+        _emit(outs[1], ids[1][sl], _l2_plus(p, u, gns, c2, a, b), masks[1], b)  # d_ep
 
 
 def _l2_plus(
@@ -178,9 +173,16 @@ def _l2_plus(
 
 
 def _emit(
-    out: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor | None, sl: slice
+    out: torch.Tensor,
+    ids: torch.Tensor,
+    grad: torch.Tensor,
+    mask: torch.Tensor | None,
+    scratch: torch.Tensor,
 ) -> None:
-    _scatter_into(out, ids, grad if mask is None else grad.mul_(mask[sl]))
+    """Scatter a block's row gradients (times their mask rows, gathered into ``scratch``)."""
+    if mask is not None:
+        grad.mul_(torch.index_select(mask, 0, ids, out=scratch))
+    _scatter_into(out, ids, grad)
 
 
 Table = SizedEmbedding | CompactEmbedding
@@ -191,16 +193,20 @@ def fusable(table: object) -> bool:
     return type(table) in (SizedEmbedding, CompactEmbedding)
 
 
-def _dense(table: Table) -> torch.Tensor:
-    """The ``(num, d_max)`` table the rows are gathered from: a masked table's weight (the
-    rows are masked after the gather), a compact one zero-padded (``full``)."""
-    return table.weight if isinstance(table, SizedEmbedding) else table.full()
+def _dense(table: Table) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``(num, d_max)`` table the rows are gathered from, and its 0/1 prefix mask.
 
-
-def _row_mask(table: Table, ids: torch.Tensor) -> torch.Tensor | None:
-    if isinstance(table, CompactEmbedding) or table.is_full:
-        return None
-    return table.mask(ids).to(table.weight.dtype)
+    A masked table's rows are ``weight[ids] * mask[ids]`` (``SizedEmbedding.forward``); that is
+    ``(weight * mask)[ids]`` element for element, and the product over the table is cheaper
+    than building a ``(batch, d)`` mask from the sizes. A full table has no mask; a compact
+    one is zero-padded (``full``) and its lookup has no masking product either.
+    """
+    if isinstance(table, CompactEmbedding):
+        return table.full(), None
+    if table.is_full:
+        return table.weight, None
+    mask = table.mask().to(table.weight.dtype)
+    return table.weight * mask, mask
 
 
 def _param_grad(table: Table, g_dense: torch.Tensor) -> torch.Tensor:
@@ -228,9 +234,9 @@ class _MFLoss(torch.autograd.Function):
         reg: float,
     ) -> torch.Tensor:
         tu, ti = tables
-        wu, wi = _dense(tu), _dense(ti)
-        masks = (_row_mask(tu, users), _row_mask(ti, pos), _row_mask(ti, neg))
-        (eu, ep, en), _, x, bpr, l2 = _forward((wu, wi, wi), (users, pos, neg), masks)
+        (wu, mu), (wi, mi) = _dense(tu), _dense(ti)
+        (eu, ep, en), _, x, bpr, l2 = _forward((wu, wi, wi), (users, pos, neg))
+        masks = (mu, mi, mi)
         ctx.rows, ctx.x, ctx.masks, ctx.tables = (eu, ep, en), x, masks, tables
         ctx.ids, ctx.shape, ctx.reg = (users, pos, neg), (wu.shape[0], wi.shape[0]), reg
         return _total(bpr, l2, reg, users.shape[0])
@@ -291,9 +297,7 @@ class _LightGCNLoss(torch.autograd.Function):
             acc = ego + e if layer == 0 else acc.add_(e)
         out = acc / (n_layers + 1) if n_layers == 0 else acc.div_(n_layers + 1)
         fu, fi, eg_u, eg_i = out[:n_users], out[n_users:], ego[:n_users], ego[n_users:]
-        (eu, ep, en), (ru, rp, rn), x, bpr, l2 = _forward(
-            (fu, fi, fi), ids, (None, None, None), (eg_u, eg_i, eg_i)
-        )
+        (eu, ep, en), (ru, rp, rn), x, bpr, l2 = _forward((fu, fi, fi), ids, (eg_u, eg_i, eg_i))
         ctx.rows, ctx.ego_rows, ctx.x = (eu, ep, en), (ru, rp, rn), x
         ctx.adj, ctx.n_layers, ctx.n_users, ctx.ids, ctx.reg = adj, n_layers, n_users, ids, reg
         ctx.shape = tuple(ego.shape)

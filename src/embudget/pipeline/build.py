@@ -12,6 +12,7 @@ import torch
 
 from embudget.budget.usage import ResolvedBudget
 from embudget.config import ModelConfig, RunConfig, TrainConfig
+from embudget.config.validate import check_for_dataset
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.models import build_model
@@ -24,10 +25,14 @@ PRETRAIN_STREAM = "pretrain"  # seed stream of every full-size training
 
 
 def load_data(cfg: RunConfig) -> Dataset:
+    """The config's dataset; raises ConfigError for settings it cannot support (a cut-off
+    above its item count)."""
     d = cfg.data
-    return load_dataset(
+    dataset = load_dataset(
         d.name, protocol=d.protocol, split_seed=d.split_seed, fmt=d.format, min_rating=d.min_rating
     )
+    check_for_dataset(cfg, dataset.n_items)
+    return dataset
 
 
 def selection_users(cfg: RunConfig, dataset: Dataset) -> np.ndarray | None:

@@ -14,7 +14,8 @@ import torch
 
 from embudget.config import HASH_FORMAT, RunConfig
 from embudget.data.dataset import Dataset
-from embudget.io import file_lock, load_torch, save_torch
+from embudget.errors import DamagedFileError
+from embudget.io import file_lock, load_torch, read_json, save_torch, write_json
 from embudget.pipeline.build import PRETRAIN_STREAM, fit_model, make_model
 from embudget.search.actions import RankAssignment
 from embudget.search.nested import NestedSizes
@@ -92,28 +93,70 @@ def pretrain(
         return _load_or_pretrain(cfg, dataset, device, path, key, progress)
 
 
+def checksum_path(path: Path) -> Path:
+    """The JSON file beside a cached Θ0 holding its SHA-256; written after the weights, so an
+    entry without a valid one is incomplete and treated as absent."""
+    return path.with_suffix(".sha256.json")
+
+
+def _load_cached(path: Path, key: str, device: torch.device) -> Pretrained | None:
+    """The cached Θ0, or None when there is none or it is damaged (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    side = checksum_path(path)
+    try:
+        meta = read_json(side) if side.is_file() else None
+    except DamagedFileError:
+        meta = None
+    if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)):
+        log.warning("cached Θ0 %s has no valid checksum (%s); training it again", path, side.name)
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        log.warning("cached Θ0 %s is damaged (its checksum differs); training it again", path)
+        return None
+    try:
+        blob = load_torch(path, map_location=device, data=data)
+        pre = Pretrained(dict(blob["model"]), dict(blob["valid"]), float(blob["seconds"]), True)
+        if blob["key"] != key:
+            raise ValueError(f"stored under key {blob['key']!r}, not {key!r}")
+    except (DamagedFileError, KeyError, TypeError, ValueError) as e:
+        log.warning("cached Θ0 %s cannot be used (%s); training it again", path, e)
+        return None
+    log.info("pretrained model from cache %s", path)
+    return pre
+
+
 def _load_or_pretrain(
     cfg: RunConfig, dataset: Dataset, device: torch.device, path: Path, key: str, progress: bool
 ) -> Pretrained:
-    if path.is_file():
-        blob = load_torch(path, map_location=device)
-        log.info("pretrained model from cache %s", path)
-        return Pretrained(blob["model"], blob["valid"], float(blob["seconds"]), True)
+    cached = _load_cached(path, key, device)
+    if cached is not None:
+        return cached
+    checksum_path(path).unlink(missing_ok=True)  # a rebuilt entry is valid only when complete
     checkpoint = path.with_suffix(".ckpt.pt")
     model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
-    fr = fit_model(
-        cfg,
-        model,
-        dataset,
-        PRETRAIN_STREAM,
-        checkpoint=checkpoint,
-        progress=progress,
-        desc=f"pretrain {cfg.model.name}",
-        sizes_at=nested_sizes(cfg, dataset),
-    )
+    try:
+        fr = fit_model(
+            cfg,
+            model,
+            dataset,
+            PRETRAIN_STREAM,
+            checkpoint=checkpoint,
+            progress=progress,
+            desc=f"pretrain {cfg.model.name}",
+            sizes_at=nested_sizes(cfg, dataset),
+        )
+    except DamagedFileError as e:
+        if e.path != str(checkpoint):
+            raise
+        fix = f"delete the cache entry {checkpoint}; pretraining then starts from step 0"
+        raise DamagedFileError(checkpoint, e.problem, fix) from None
     assert fr.valid is not None
     valid = {k: float(v) for k, v in fr.valid.means.items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_torch(path, {"model": state, "valid": valid, "seconds": fr.seconds, "key": key})
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    write_json(checksum_path(path), {"sha256": digest, "bytes": path.stat().st_size, "key": key})
     checkpoint.unlink(missing_ok=True)
     return Pretrained(state, valid, fr.seconds, False)

@@ -7,7 +7,6 @@ retrains only the candidates it had not finished.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from embudget.budget.core import check_budget
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
-from embudget.io import RunDir, append_jsonl
+from embudget.errors import DamagedFileError
+from embudget.io import RunDir, append_jsonl, load_safetensors, read_jsonl
 from embudget.models.base import Backbone
 from embudget.pipeline.build import evaluate_model, fit_model, make_model
 from embudget.pipeline.rundir import save_weights
@@ -101,9 +101,19 @@ def _finished(path: Path, resume: bool) -> dict[str, dict[str, Any]]:
     """The retrainings logged by an interrupted run (resuming), else a fresh log."""
     done: dict[str, dict[str, Any]] = {}
     if resume and path.exists():
-        for line in path.read_text().splitlines():
-            d = json.loads(line)
-            done[d["name"]] = d
+        fix = (
+            "delete it to retrain every candidate (with --resume), or start the run again with "
+            "--overwrite"
+        )
+        for i, d in enumerate(read_jsonl(path, fix=fix), 1):
+            try:
+                name, quality, seconds = d["name"], d["valid"]["quality"], d["seconds"]
+                if not isinstance(name, str):
+                    raise TypeError("name is not a string")
+                float(quality), float(seconds)
+            except (KeyError, TypeError, ValueError) as e:
+                raise DamagedFileError(path, f"line {i} is not a retraining: {e!r}", fix) from None
+            done[name] = d
     elif path.exists():
         path.unlink()
     return done
@@ -165,9 +175,9 @@ def retrain(
     q, c = best
     model = make_model(cfg, dataset, device, c.name)
     model.set_sizes(c.user_sizes, c.item_sizes)
-    from safetensors.torch import load_file
-
-    state = load_file(str(run.file(f"{c.name}.safetensors")), device=str(device))
+    weights = run.file(f"{c.name}.safetensors")
+    fix = "delete it to retrain that candidate (with --resume), or start again with --overwrite"
+    state = load_safetensors(weights, str(device), fix=fix)
     load_weights(model, state)  # compact or masked, as it was trained
     valid = evaluate_model(cfg, model, dataset, "valid")
     return Retrained(model, valid, Chosen(c.name, q), seconds)

@@ -29,7 +29,8 @@ from embudget.budget.core import check_budget
 from embudget.budget.usage import Usage
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
-from embudget.io import RunDir, append_jsonl, write_text
+from embudget.errors import RunDirError
+from embudget.io import RunDir, append_jsonl, file_lock, write_text
 from embudget.pipeline.build import (
     PRETRAIN_STREAM,
     evaluate_model,
@@ -76,7 +77,8 @@ def run(
         progress: show progress bars.
 
     Raises:
-        RunDirError: ``out`` holds files (without ``overwrite``/``resume``), or another run.
+        RunDirError: ``out`` holds files (without ``overwrite``/``resume``), or another run,
+            or another process is running in it.
         BudgetError: the budget cannot be met (INFEASIBLE), before any training.
     """
     if kind == "search":
@@ -84,13 +86,21 @@ def run(
     rundir, finished = open_run(cfg, out, overwrite, resume, kind)
     if finished is not None:
         return finished
-    handler = rundir.attach_log()
-    try:
-        if kind == "train":
-            return _train(cfg, rundir, resume, progress)
-        return _search(cfg, rundir, resume, progress)
-    finally:
-        RunDir.detach_log(handler)
+    # held while the run lasts: another run into this directory is refused (open_run), and
+    # the operating system drops it however this process ends
+    with file_lock(rundir.file("run.log"), wait=False) as mine:
+        if not mine:
+            raise RunDirError(f"{rundir.path} is in use by another running embudget process")
+        handler = rundir.attach_log()
+        try:
+            if kind == "train":
+                return _train(cfg, rundir, resume, progress)
+            return _search(cfg, rundir, resume, progress)
+        except BaseException as e:  # for the run's log (the caller reports the error itself)
+            log.info("run stopped by %s: %s", type(e).__name__, e)
+            raise
+        finally:
+            RunDir.detach_log(handler)
 
 
 class RunOptions(TypedDict, total=False):

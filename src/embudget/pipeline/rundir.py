@@ -4,26 +4,30 @@ A run directory holds ``config.yaml`` (resolved), ``env.json``, ``run.log``, ``c
 while training (resume point), ``model.safetensors``, ``per_user_{valid,test}.npz``,
 ``results.json`` (:class:`~embudget.result.RunResult`), and depending on the kind of run
 ``metrics.jsonl`` (every validation of ``train``), ``sizes.npz``, ``history.jsonl`` (one line
-per search iteration), ``retrain.jsonl`` (finished retrainings) and ``search_state.pt``.
+per search iteration), ``retrain.jsonl`` (finished retrainings) and ``search_state.pt``;
+``run.log.failed`` and ``config.yaml.failed`` (numbered) are kept from failed runs that made
+no progress before this one reused the directory.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from embudget.config import RunConfig, load_config
 from embudget.data.dataset import Dataset
-from embudget.errors import RunDirError
+from embudget.errors import ConfigError, DamagedFileError, RunDirError
 from embudget.io import (
     RunDir,
-    atomic_path,
     environment,
+    file_lock,
     resolve_device,
     save_npz,
+    write_bytes,
     write_json,
     write_text,
 )
@@ -32,19 +36,38 @@ from embudget.result import RESULTS_FILE, Kind, Metrics, RunResult
 from embudget.training.evaluate import EvalResult
 from embudget.training.threads import apply_run_threads
 
+log = logging.getLogger(__name__)
+
 
 def open_run(
     cfg: RunConfig, out: str | Path, overwrite: bool, resume: bool, kind: Kind | None = None
 ) -> tuple[RunDir, RunResult | None]:
     """Create (or reopen, to resume) a run directory; return it and its result if finished.
 
+    A directory holding only a failed run (one that stopped before any progress: bad data,
+    an infeasible budget) is reused without ``overwrite``, and without ``resume`` or when
+    resuming another config: its log and config are kept as ``run.log.failed`` and
+    ``config.yaml.failed`` (numbered when those exist).
+
     Raises:
         RunDirError: the directory holds another run, or (resuming) another config, or a
             finished result of another ``kind``.
+        DamagedFileError: (resuming) its ``config.yaml`` or ``results.json`` is damaged.
     """
-    run = RunDir.create(out, overwrite=overwrite, resume=resume)
+    p = Path(out)
+    if (p / "run.log").is_file():
+        with file_lock(p / "run.log", wait=False) as free:
+            if not free:
+                raise RunDirError(
+                    f"{p} is in use by another running embudget process; wait for it to end "
+                    "or choose another --out"
+                )
+    if not overwrite and holds_failed_run(p) and not (resume and _same_config(p, cfg)):
+        retire_failed_run(p)
+        return RunDir(p), None
+    run = RunDir.create(p, overwrite=overwrite, resume=resume)
     if resume:
-        if load_config([run.file("config.yaml")]).hash() != cfg.hash():
+        if read_run_config(run.file("config.yaml")).hash() != cfg.hash():
             raise RunDirError(
                 f"cannot resume {run.path}: its config.yaml differs from the requested config; "
                 "resume with the same --config/--set options, or start a new --out"
@@ -58,6 +81,69 @@ def open_run(
                 )
             return run, finished
     return run, None
+
+
+#: what a run writes before it has made any progress worth keeping (then a failure leaves only
+#: these), and what retiring a failed run leaves
+_NO_PROGRESS = ("config.yaml", "env.json", "run.log", "metrics.jsonl", "history.jsonl")
+_RETIRED = ("run.log.failed", "config.yaml.failed")
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """A run directory's resolved ``config.yaml``.
+
+    Raises:
+        DamagedFileError: the file is not UTF-8 text or not a valid config.
+    """
+    fix = "start the run again with --overwrite"
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DamagedFileError(path, f"not UTF-8 text: {e}", fix) from None
+    try:
+        return load_config([path])
+    except ConfigError as e:
+        raise DamagedFileError(path, f"not a valid config: {e}", fix) from None
+
+
+def holds_failed_run(path: Path) -> bool:
+    """Whether ``path`` holds an embudget run (its ``run.log``) that made no progress: nothing
+    but the files a run writes before its first checkpoint, and earlier failed runs' logs."""
+    if not (path / "run.log").is_file():
+        return False
+    for f in path.iterdir():
+        n = f.name
+        if n.startswith(".") and n.endswith(".tmp"):  # an atomic write cut short
+            continue
+        if n not in _NO_PROGRESS and not n.startswith(_RETIRED):
+            return False
+    return True
+
+
+def retire_failed_run(path: Path) -> None:
+    """Keep a failed run's log and config under numbered ``.failed`` names; remove the rest."""
+    n = 0
+    while any((path / f"{r}{f'.{n}' if n else ''}").exists() for r in _RETIRED):
+        n += 1
+    suffix = f".{n}" if n else ""
+    for name in ("run.log", "config.yaml"):
+        if (path / name).is_file():
+            (path / name).rename(path / f"{name}.failed{suffix}")
+    for f in path.iterdir():
+        if f.name in _NO_PROGRESS or (f.name.startswith(".") and f.name.endswith(".tmp")):
+            f.unlink()
+    log.warning(
+        "%s held only a failed run; starting a new one there (its log is kept as run.log.failed%s)",
+        path,
+        suffix,
+    )
+
+
+def _same_config(path: Path, cfg: RunConfig) -> bool:
+    try:
+        return read_run_config(path / "config.yaml").hash() == cfg.hash()
+    except (OSError, DamagedFileError):
+        return False
 
 
 def start_run(cfg: RunConfig, run: RunDir, dataset: Dataset | None = None) -> torch.device:
@@ -82,8 +168,9 @@ def save_weights(model: Backbone, path: Path) -> None:
         for k, v in model.state_dict().items()
         if isinstance(v, torch.Tensor) and v.layout == torch.strided
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+    # serialised in memory and written by io: safetensors' own writer reports a full disk as
+    # SafetensorError, io as a typed FileAccessError naming the path
+    write_bytes(path, safetensors_bytes(tensors))
 
 
 def save_per_user(path: Path, res: EvalResult) -> None:

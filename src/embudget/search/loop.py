@@ -3,7 +3,9 @@ schedule, probe it by fine-tuning a fresh copy of Θ0, update the predictor.
 
 Every iteration's randomness comes from named streams keyed by (seed, purpose, t), and the
 search state is saved atomically after each iteration (``search_state.pt``, with one line per
-iteration in ``history.jsonl``), so a resumed search equals an uninterrupted one.
+iteration in ``history.jsonl``), so a resumed search equals an uninterrupted one. The state
+keeps a copy of the history's lines: a resume rewrites ``history.jsonl`` from it, whatever
+happened to the file.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from tqdm.auto import tqdm
 from embudget.budget.usage import params_used
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
-from embudget.errors import RunDirError
-from embudget.io import RunDir, append_jsonl, load_torch, save_torch, write_text
+from embudget.errors import DamagedFileError, RunDirError
+from embudget.io import RunDir, append_jsonl, load_torch, read_jsonl, save_torch, write_text
 from embudget.models.base import Backbone
 from embudget.search.actions import Action, RankAssignment
 from embudget.search.predictor import FitnessPredictor, PredictorTrainer, greedy, nearest
@@ -54,7 +56,7 @@ def make_sampler(cfg: RunConfig, dataset: Dataset, action_budget: int) -> Bounde
 
 
 def probe_steps(cfg: RunConfig, dataset: Dataset) -> int:
-    """Fine-tuning steps of one probe: ``finetune_steps``, else h epochs of BPR steps (h = 10,
+    """Fine-tuning steps of one probe: ``search.probe.steps``, else h epochs of BPR steps (h = 10,
     15 for NGCF, bet.md Appendix A)."""
     s = cfg.search
     if s.probe.steps is not None:
@@ -174,11 +176,62 @@ class SearchOutcome:
     seconds: float
 
 
-def _truncate_jsonl(path: Path, n_lines: int) -> None:
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)[:n_lines]
-    write_text(path, "".join(lines))
+_STATE_FIX = (
+    "delete it to restart the search from its first iteration (with --resume), or start the "
+    "run again with --overwrite"
+)
+
+
+def _load_state(path: Path, cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """The saved search state, checked field by field.
+
+    Raises:
+        DamagedFileError: the file is unreadable or lacks a field.
+        RunDirError: the state belongs to another config.
+    """
+    state = load_torch(path, fix=_STATE_FIX)
+    try:
+        if not isinstance(state, dict):
+            raise TypeError("not a mapping")
+        if state["config_hash"] != cfg.hash():
+            raise RunDirError(f"cannot resume {run.path}: the search state has another config")
+        t = int(state["t"])
+        population = json.loads(state["population"])
+        history = json.loads(state.get("history", "null"))
+        float(state["seconds"])
+        if not isinstance(state["searcher"], dict) or len(population) != t or t < 0:
+            raise ValueError(f"{len(population)} probes for {t} iterations")
+        if history is not None and [h.get("t") for h in history] != list(range(t)):
+            raise ValueError("its history does not match its iterations")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DamagedFileError(path, f"not a search state: {e}", _STATE_FIX) from None
+    return state
+
+
+def _restore_history(path: Path, state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rewrite ``history.jsonl`` to exactly the saved iterations' lines, and return them.
+
+    The state keeps every line it saved (with their timings), so the file is rebuilt from it
+    whatever happened to the file: a torn last line, missing lines (a kill between the append
+    and the state's save leaves one line more than the state), or a deleted file. A state
+    without lines (written before they were kept) keeps the file's complete lines.
+    """
+    if state is None:  # a new search, or one killed before its first iteration was saved
+        write_text(path, "")
+        return []
+    t = int(state["t"])
+    saved = json.loads(state.get("history", "null"))
+    if saved is None:
+        saved = read_jsonl(path, torn_tail_ok=True)[:t]
+        if [h.get("t") for h in saved] != list(range(t)):
+            raise DamagedFileError(
+                path,
+                f"{len(saved)} complete lines for {t} iterations, and the search state keeps "
+                "no copy",
+                "start the run again with --overwrite",
+            )
+    write_text(path, "".join(json.dumps(h) + "\n" for h in saved))
+    return list(saved)
 
 
 def search(searcher: Searcher, run: RunDir, resume: bool, progress: bool) -> SearchOutcome:
@@ -189,15 +242,13 @@ def search(searcher: Searcher, run: RunDir, resume: bool, progress: bool) -> Sea
     history_path = run.file(HISTORY_FILE)
     population: list[dict[str, Any]] = []
     t_start, seconds = 0, 0.0
-    if resume and state_path.is_file():
-        state = load_torch(state_path)
-        if state["config_hash"] != cfg.hash():
-            raise RunDirError(f"cannot resume {run.path}: the search state has another config")
+    state = _load_state(state_path, cfg, run) if resume and state_path.is_file() else None
+    if state is not None:
         searcher.load_state_dict(state["searcher"])
         population = json.loads(state["population"])
         t_start, seconds = int(state["t"]), float(state["seconds"])
         log.info("resuming search at iteration %d", t_start)
-    _truncate_jsonl(history_path, t_start)
+    history = _restore_history(history_path, state)
     bar = tqdm(total=s.iterations, initial=t_start, desc="search", disable=not progress)
     try:
         for t in range(t_start, s.iterations):
@@ -257,13 +308,15 @@ def search(searcher: Searcher, run: RunDir, resume: bool, progress: bool) -> Sea
                     "wall": t4 - t0,
                 },
             }
-            append_jsonl(history_path, json.loads(json.dumps(rec, default=_jsonable)))
+            history.append(json.loads(json.dumps(rec, default=_jsonable)))
+            append_jsonl(history_path, history[-1])
             save_torch(
                 state_path,
                 {
                     "t": t + 1,
                     "seconds": seconds,
                     "population": json.dumps(population, default=_jsonable),
+                    "history": json.dumps(history),
                     "searcher": searcher.state_dict(),
                     "config_hash": cfg.hash(),
                 },

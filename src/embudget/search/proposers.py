@@ -12,7 +12,7 @@ when it asked for one) into a :class:`Proposal`, the candidates the runner retra
 - ``sr``: random sizes repaired into the budget;
 - ``bet`` / ``bet-simple`` / ``bet-random``: T probe iterations (:mod:`embudget.search.loop`)
   with the DeepSets predictor, the simple per-entity predictor, or no predictor (random
-  selection); the top ``retrain_top`` probes become the candidates.
+  selection); the top ``search.retrain.top`` probes become the candidates.
 """
 
 from __future__ import annotations

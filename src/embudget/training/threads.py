@@ -4,19 +4,19 @@ Torch defaults to one thread per core. Measured on the 2-core machine (BENCHMARK
 runs", ``benchmarks/bench_overhead.py --threads-sweep``), a second thread for a 10,000-triple
 step at d = 128
 
-- buys 1.4-1.75x when the other core is idle (Last.fm MF 12.0 -> 8.6 ms, Gowalla LightGCN
+- buys 1.4-1.75x when the other core is idle (Last.fm MF 14.6 -> 9.7 ms, Gowalla LightGCN
   351 -> 199 ms), and nothing for the small steps of the golden runs (256 triples, d = 32);
-- costs 2-20x when another process runs on the other core: OpenMP's threads wait for each
-  other at every one of a step's few dozen passes (Last.fm MF 69 -> 296 ms, Gowalla LightGCN
-  898 -> 1,912 ms).
+- costs 2-20x as soon as another process runs on the other core: OpenMP's threads wait for
+  each other at every one of a step's few dozen passes (Last.fm MF 69 -> 296 ms, Gowalla
+  LightGCN 356 -> 1,112 ms), and sweeps minutes apart flipped between the two.
 
-So :func:`auto_threads` uses one thread below :data:`WORK_PER_THREAD` floats touched per step
-(:func:`step_work`: 4e7-9e7 for Last.fm, 9e8 for Gowalla LightGCN) and one more per multiple of
-it above, up to torch's default: a shared machine keeps small and medium runs at full speed,
-and only steps long enough to amortise the synchronisation get a second thread. The count
-depends only on the config and the data, not on the machine's load, because it changes the
-last bits of multi-threaded reductions: set ``threads`` explicitly to compare runs across
-machines (the golden runs use 1).
+So :func:`auto_threads` leaves one core to the rest of the machine, and below
+:data:`WORK_PER_THREAD` floats touched per step (:func:`step_work`: 4e7-9e7 for Last.fm, 9e8
+for Gowalla LightGCN) uses one thread: small steps cannot amortise the synchronisation. On a
+2-core machine that is always one thread; on a bigger one, large steps get one more thread per
+multiple of the threshold. The count depends only on the config, the data and the core count,
+not on the machine's load, because it changes the last bits of multi-threaded reductions: set
+``threads`` explicitly to compare runs across machines (the golden runs use 1).
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def step_work(
     return work
 
 
-def auto_threads(work: float, available: int | None = None) -> int:
-    """Threads for a step of ``work`` floats: 1 + ⌊work / WORK_PER_THREAD⌋, at most
-    ``available`` (default: torch's default, one per core)."""
-    cap = max(1, available if available is not None else default_threads())
+def auto_threads(work: float, cores: int | None = None) -> int:
+    """Threads for a step of ``work`` floats: 1 + ⌊work / WORK_PER_THREAD⌋, at most one less
+    than ``cores`` (default: torch's default thread count, one per core), at least 1."""
+    cap = max(1, (cores if cores is not None else default_threads()) - 1)
     return min(cap, 1 + int(work // WORK_PER_THREAD))
 
 
