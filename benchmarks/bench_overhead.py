@@ -272,7 +272,7 @@ def run_imports(args: argparse.Namespace) -> None:
         secs = [t for t, _ in runs]
         print(
             f"{label:32} {statistics.median(secs):6.2f} s ({min(secs):.2f}-{max(secs):.2f}) "
-            f"{runs[-1][1] if 'import' not in label else ''}"
+            f"{runs[-1][1] if 'dynamo' in runs[-1][1] else ''}"
         )
 
 

@@ -13,6 +13,9 @@ for bit; ``tests/golden`` compares whole runs). What is allowed to change is onl
 change a bit:
 
 - buffers are reused and updated in place (``x.mul_(m)`` equals ``x * m``);
+- a masked gather ``weight[ids] * mask[ids]`` is ``(weight * mask)[ids]`` (elementwise);
+- the backward runs in blocks of rows (elementwise results do not depend on the blocking, and
+  the blocks are scattered in batch order);
 - ``g · (2 · x)`` is computed as ``x · (2g)``: doubling is exact, so both are the one rounding
   of the same real product;
 - ``x.square()`` is ``x * x`` (the CPU kernel for ``pow(x, 2)`` is that product);

@@ -6,7 +6,7 @@ step at d = 128
 
 - buys 1.4-1.75x when the other core is idle (Last.fm MF 14.6 -> 9.7 ms, Gowalla LightGCN
   351 -> 199 ms), and nothing for the small steps of the golden runs (256 triples, d = 32);
-- costs 2-20x as soon as another process runs on the other core: OpenMP's threads wait for
+- costs 2-28x as soon as another process runs on the other core: OpenMP's threads wait for
   each other at every one of a step's few dozen passes (Last.fm MF 69 -> 296 ms, Gowalla
   LightGCN 356 -> 1,112 ms), and sweeps minutes apart flipped between the two.
 
