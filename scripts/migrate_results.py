@@ -73,9 +73,25 @@ ERAS = {"format 1": LEGACY_OMIT_AT_DEFAULT, "format 1, first fast mode": EARLY_O
 _OLD_NAME = {new: old for old, new in LEGACY_KEYS.items()}
 
 
+#: settings added after format 1; format 1 never wrote them
+AFTER_FORMAT_1 = (
+    "data.user_col",
+    "data.item_col",
+    "data.time_col",
+    "data.sep",
+    "data.min_user_interactions",
+    "data.min_item_interactions",
+    "data.test_fraction",
+    "data.valid_fraction",
+)
+
+
 def legacy_document(cfg: RunConfig) -> dict[str, Any]:
     """``cfg`` as format 1 wrote it: the nested search sections flattened to their old names."""
     doc = cfg.to_dict()
+    for key in AFTER_FORMAT_1:
+        section, name = key.split(".")
+        doc[section].pop(name, None)
     search: dict[str, Any] = {}
     for key, value in cfg.flat().items():
         if key.startswith("search."):

@@ -542,3 +542,23 @@ def test_sigkill_at_random_points_resumes_to_the_same_run(
     assert codes[0] == -signal.SIGKILL  # the first run was killed (it renames 22 times)
     res = runner.run_search(_cfg(cache), out, resume=(out / "config.yaml").is_file())
     _same_run(out, res, ref)
+
+
+def test_overwrite_reuses_a_run_that_failed_before_writing_its_config(tmp_path: Path) -> None:
+    from embudget.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(tmp_path / "missing"), "--out", str(out), "--no-progress"]
+    assert main(args) == 2  # unknown dataset: fails before config.yaml is written
+    assert (out / "run.log").is_file() and not (out / "config.yaml").exists()
+    small = [
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.eval_every_steps=1",
+        "--set",
+        "model.d_max=4",
+    ]
+    args = ["train", "--dataset", "gowalla-mini", "--out", str(out), "--no-progress", "--overwrite"]
+    assert main([*args, *small]) == 0
+    assert (out / "results.json").is_file() and (out / "run.log.failed").is_file()

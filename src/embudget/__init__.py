@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["BudgetedEmbedding", "__version__", "load"]
 
 if TYPE_CHECKING:
     from embudget.deploy.export import load
+    from embudget.tables.budgeted import BudgetedEmbedding
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from embudget.deploy.export import load
 
         return load
+    if name == "BudgetedEmbedding":
+        from embudget.tables.budgeted import BudgetedEmbedding
+
+        return BudgetedEmbedding
     raise AttributeError(f"module 'embudget' has no attribute {name!r}")

@@ -232,6 +232,6 @@ def test_bad_options() -> None:
     with pytest.raises(ConfigError, match="protocol"):
         load_dataset(FIX / "lightgcn", protocol="random")
     with pytest.raises(ConfigError, match="format"):
-        load_dataset(FIX / "lightgcn", fmt="parquet")
+        load_dataset(FIX / "lightgcn", fmt="feather")
     with pytest.raises(ConfigError, match="min_rating"):
         load_dataset(FIX / "lightgcn", min_rating=4)

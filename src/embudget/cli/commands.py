@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The :class:`~embudget.config.RunConfig` of a ``train`` or ``search`` command line."""
+    from embudget.cli.parser import data_updates
     from embudget.config import load_config
     from embudget.data.load import absolute_dataset_path
 
     updates: dict[str, Any] = {}
+    if data_updates(args):
+        updates["data"] = dict(data_updates(args))
     if args.dataset is not None:  # an empty name is refused by the config check
         updates.setdefault("data", {})["name"] = args.dataset
     if args.protocol:
@@ -125,14 +128,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from embudget.bench.demo import format_table, run_demo
+    from embudget.cli.parser import data_updates
     from embudget.data.load import absolute_dataset_path
 
+    # the data flags as --set overrides (JSON is YAML: any column name or delimiter survives)
+    flags = [f"data.{k}={json.dumps(v)}" for k, v in data_updates(args).items()]
     rows = run_demo(
         args.out,
         dataset=absolute_dataset_path(args.dataset),
         model=args.model,
         sparsity=args.sparsity,
-        overrides=args.set,
+        overrides=[*flags, *args.set],
         fast=args.fast,
         progress=not args.no_progress,
     )
@@ -142,8 +148,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from embudget.bench.grid import RESULTS_FILE, Settings, run_grid
+    from embudget.cli.parser import data_updates
 
-    updates = {"device": args.device} if args.device else None
+    updates: dict[str, Any] | None = {"device": args.device} if args.device else None
+    if data_updates(args):
+        updates = {**(updates or {}), "data": data_updates(args)}
     settings = Settings(tuple(args.config), tuple(args.set), updates, fast=args.fast)
     try:
         summary = run_grid(
@@ -185,7 +194,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from embudget.data import load_dataset
 
-    ds = load_dataset(args.dataset, protocol=args.protocol, split_seed=args.split_seed)
+    ds = load_dataset(
+        args.dataset,
+        protocol=args.protocol,
+        split_seed=args.split_seed,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        sep=args.sep,
+        min_user_interactions=args.min_user_interactions,
+        min_item_interactions=args.min_item_interactions,
+    )
     st = ds.stats()
     if args.json:
         print(json.dumps(st, indent=2))

@@ -29,10 +29,46 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--protocol", choices=choices(SplitProtocol), help="split protocol")
+    p.add_argument(
+        "--protocol",
+        choices=choices(SplitProtocol),
+        help="split protocol (temporal and leave-last-out need --time-col)",
+    )
+    _add_data_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+#: --sep spellings of the tab character
+_TAB_NAMES = ("tab", "\\t", "TAB")
+#: the data flags, each setting the data.* key of its name (--user-col: data.user_col)
+DATA_FLAGS = ("user_col", "item_col", "time_col", "sep")
+
+
+def _sep(text: str) -> str:
+    return "\t" if text in _TAB_NAMES else text
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """--user-col, --item-col, --time-col, --sep: the data.* keys of the same names."""
+    p.add_argument("--user-col", help="header column of the user ids (data.user_col)")
+    p.add_argument("--item-col", help="header column of the item ids (data.item_col)")
+    p.add_argument(
+        "--time-col",
+        help="header column of the timestamps, numbers or ISO dates (data.time_col); "
+        "needed by --protocol temporal and leave-last-out",
+    )
+    p.add_argument(
+        "--sep",
+        type=_sep,
+        help="csv field delimiter, e.g. ',' ';' or tab (data.sep; default: sniffed)",
+    )
+
+
+def data_updates(args: argparse.Namespace) -> dict[str, str]:
+    """The data.* settings of the data flags given on a command line."""
+    return {key: getattr(args, key) for key in DATA_FLAGS if getattr(args, key, None) is not None}
 
 
 def _names(text: str) -> list[str]:
@@ -118,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--model", default="mf", choices=_BACKBONES)
     p_demo.add_argument("--sparsity", type=float, default=0.8)
     p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_data_options(p_demo)
     _add_mode_options(p_demo)
     p_demo.add_argument("--no-progress", action="store_true")
 
@@ -132,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--config", action="append", default=[], help="YAML config file")
     p_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p_bench.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    _add_data_options(p_bench)
     _add_mode_options(p_bench)
     p_bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -164,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_stats.add_argument("dataset", help="dataset name or path")
     p_stats.add_argument("--protocol", choices=choices(SplitProtocol), default="paper")
     p_stats.add_argument("--split-seed", type=int, default=42)
+    _add_data_options(p_stats)
+    p_stats.add_argument("--min-user-interactions", type=int, default=0, help="k-core: users")
+    p_stats.add_argument("--min-item-interactions", type=int, default=0, help="k-core: items")
     p_stats.add_argument("--json", action="store_true", help="print JSON")
 
     p_config = sub.add_parser("config", help="configuration utilities")

@@ -19,6 +19,7 @@ __all__ = [
     "PredictorOutput",
     "PretrainMode",
     "RetrainInit",
+    "TIME_PROTOCOLS",
     "SplitProtocol",
     "UpdateMode",
     "choices",
@@ -29,10 +30,13 @@ __all__ = [
 Method = Literal["full", "su", "sr", "bet", "bet-simple", "bet-random"]
 #: A backbone of bet.md §8 (``models.base.Backbone`` is the model class, hence the suffix).
 BackboneName = Literal["mf", "ncf", "ngcf", "lightgcn"]
-#: How interactions are split into train / validation / test (protocol.md).
-SplitProtocol = Literal["paper", "standard"]
+#: How interactions are split into train / validation / test (protocol.md): ``temporal`` (a
+#: global time cut) and ``leave-last-out`` (each user's latest interactions) need timestamps.
+SplitProtocol = Literal["paper", "standard", "temporal", "leave-last-out"]
+#: The protocols that order interactions by time (they need ``data.time_col``).
+TIME_PROTOCOLS = ("temporal", "leave-last-out")
 #: The file format of a dataset; ``auto`` detects it from the files.
-DataFormat = Literal["auto", "lightgcn", "lastfm", "recbole", "movielens", "csv"]
+DataFormat = Literal["auto", "lightgcn", "lastfm", "recbole", "movielens", "csv", "parquet"]
 #: The storage precision a byte budget counts (bet.md §14.2).
 Dtype = Literal["fp32", "fp16", "bf16", "int8"]
 #: The storage layout a byte budget counts (bet.md §14.2).

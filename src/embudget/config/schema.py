@@ -50,6 +50,14 @@ class DataConfig:
     split_seed: int = 42
     format: DataFormat = "auto"
     min_rating: float | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    sep: str | None = None
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.1
 
 
 @dataclass(frozen=True)

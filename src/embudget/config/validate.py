@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from embudget.config.schema import RunConfig
+from embudget.config.choices import TIME_PROTOCOLS
+from embudget.config.schema import DataConfig, RunConfig
 from embudget.errors import ConfigError
 
 #: Largest embedding size: sizes are stored as int16.
@@ -52,6 +53,8 @@ BOUNDED_INTS = {
     "data.split_seed": (0, SEED_LIMIT),
     "model.d_max": (1, D_MAX_LIMIT),
     "model.n_layers": (0, LAYERS_LIMIT),
+    "data.min_user_interactions": (0, 2**31 - 1),
+    "data.min_item_interactions": (0, 2**31 - 1),
 }
 #: Fractions in (0, 1]: of the validation users (one fixed sample per run), the per-step
 #: learning-rate decay factors, the smallest kept fraction of nested pretraining.
@@ -120,11 +123,37 @@ def _ranges(flat: dict[str, Any]) -> None:
         raise ConfigError("cache_dir is empty; give a directory (default: cache)")
 
 
+def _data(d: DataConfig) -> None:
+    for key in ("user_col", "item_col", "time_col"):
+        value = getattr(d, key)
+        if value is not None and not value.strip():
+            raise ConfigError(f"data.{key} is empty; name a header column (or null)")
+    if d.sep is not None and (not d.sep or d.sep in ("\n", "\r", '"')):
+        raise ConfigError(
+            f"data.sep must be a field delimiter such as ',', '\\t' or ';', got {d.sep!r} "
+            "(or null to sniff it)"
+        )
+    if d.protocol in TIME_PROTOCOLS and d.time_col is None:
+        raise ConfigError(
+            f"data.protocol={d.protocol} orders interactions by time; name the timestamp "
+            "column with data.time_col (--time-col), or use protocol paper or standard"
+        )
+    for key in ("test_fraction", "valid_fraction"):
+        if not 0.0 <= getattr(d, key) < 1.0:
+            raise ConfigError(f"data.{key} must lie in [0, 1), got {getattr(d, key)}")
+    if d.test_fraction + d.valid_fraction >= 1.0:
+        raise ConfigError(
+            f"data.test_fraction + data.valid_fraction must stay below 1 (training keeps the "
+            f"rest), got {d.test_fraction} + {d.valid_fraction}"
+        )
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Return ``cfg`` if its values are consistent; raise :class:`ConfigError` otherwise."""
     flat = cfg.flat()
     _finite(flat)
     _ranges(flat)
+    _data(cfg.data)
     s = cfg.search
     if s.sampler.size_step > 1 and s.method in ("su", "sr"):
         raise ConfigError(

@@ -1,22 +1,20 @@
-"""Dataset name resolution, format detection and loading into a split :class:`Dataset`.
+"""Loading a dataset into a split :class:`Dataset`: read, index, filter (k-core), split.
 
 ``load_dataset("gowalla")`` reads the gzipped copy shipped in ``embudget/datasets/gowalla``
-(likewise ``gowalla-mini``). Other names (``lastfm``, ``ml-100k``, ``yelp2018`` or any folder
-name) are looked up as ``<dir>/<name>`` in :func:`data_search_path`: ``$EMBUDGET_DATA``, then
-``./shared/data`` and ``../shared/data`` of the working directory. A path may be a
-directory (format detected from its files) or a single file (format from its extension).
+(likewise ``gowalla-mini``); how names and paths resolve is :mod:`embudget.data.locate`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embudget.config.choices import DataFormat, SplitProtocol, choices
+from embudget.config.choices import TIME_PROTOCOLS, DataFormat, SplitProtocol, choices
 from embudget.data.dataset import Dataset
+from embudget.data.filters import kcore_parts, reindex
 from embudget.data.formats import (
     RawInteractions,
     read_csv,
@@ -25,6 +23,18 @@ from embudget.data.formats import (
     read_movielens,
     read_recbole,
 )
+from embudget.data.locate import (
+    KNOWN_DATASETS,
+    SHIPPED_DATASETS,
+    SHIPPED_DIR,
+    _strip_gz,
+    absolute_dataset_path,
+    data_search_path,
+    detect_format,
+    input_files,
+    resolve_dataset,
+)
+from embudget.data.parquet import read_parquet
 from embudget.data.raw import verify_checksums
 from embudget.data.split import (
     Pairs,
@@ -34,195 +44,73 @@ from embudget.data.split import (
     split_standard_single,
     split_summary,
 )
+from embudget.data.temporal import split_leave_last_out, split_temporal
 from embudget.errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from embudget.config.schema import DataConfig
 
 log = logging.getLogger(__name__)
 
-#: Known dataset names and their file format.
-KNOWN_DATASETS: dict[str, str] = {
-    "gowalla": "lightgcn",
-    "gowalla-mini": "lightgcn",
-    "yelp2018": "lightgcn",
-    "lastfm": "lastfm",
-    "ml-100k": "recbole",
-}
-#: Datasets shipped inside the package (``embudget/datasets/<name>``).
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "datasets"
-SHIPPED_DATASETS = ("gowalla", "gowalla-mini")
+# re-exported: name resolution lives in data/locate.py
+__all__ = [
+    "FORMATS",
+    "KNOWN_DATASETS",
+    "PROTOCOLS",
+    "SHIPPED_DATASETS",
+    "SHIPPED_DIR",
+    "absolute_dataset_path",
+    "data_search_path",
+    "dataset_stats",
+    "detect_format",
+    "load_configured",
+    "load_dataset",
+    "resolve_dataset",
+]
+
 FORMATS = choices(DataFormat)
 #: protocol names and their one-letter short forms
 PROTOCOLS = {**{p: p for p in choices(SplitProtocol)}, "p": "paper", "s": "standard"}
-_EXPECTED_FILES = (
-    "train.txt + test.txt (lightgcn), data1.txt + test1.txt (lastfm), "
-    "one *.inter (recbole), ratings.dat or ratings.csv (movielens); each may be .gz"
-)
-
-
-# --- name resolution ----------------------------------------------------------------------
-
-
-def data_search_path() -> list[Path]:
-    """Directories searched for dataset names, in order: ``$EMBUDGET_DATA`` (os.pathsep
-    separated), then ``./shared/data`` and ``../shared/data`` relative to the working directory.
-
-    Nothing depends on where the package is installed: a name is found only through the
-    environment variable or the directory the command runs in.
-    """
-    env = os.environ.get("EMBUDGET_DATA", "")
-    dirs = [Path(d).expanduser() for d in env.split(os.pathsep) if d]
-    cwd = Path.cwd()
-    dirs += [cwd / "shared" / "data", cwd.parent / "shared" / "data"]
-    seen: list[Path] = []
-    for d in dirs:
-        if d not in seen:
-            seen.append(d)
-    return seen
-
-
-def absolute_dataset_path(name: str) -> str:
-    """``name`` as an absolute path when it names an existing file or folder (and is not a
-    known dataset name, which :func:`resolve_dataset` looks up first); else ``name``."""
-    if not name.strip() or name in KNOWN_DATASETS:
-        return name
-    p = Path(name).expanduser()
-    return os.path.abspath(p) if p.exists() else name
-
-
-def resolve_dataset(name_or_path: str | Path) -> tuple[str, Path]:
-    """(name, path) of a dataset given by known name, by name in the search path, or by path.
-
-    ``gowalla`` and ``gowalla-mini`` resolve to the copies shipped in the package.
-
-    Raises:
-        DataFormatError: an empty name, or a name that is neither an existing path nor found.
-    """
-    if not str(name_or_path).strip():
-        raise DataFormatError(
-            "empty dataset name; name a dataset (e.g. gowalla, gowalla-mini) or give its path"
-        )
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED_DATASETS:
-        return name_or_path, SHIPPED_DIR / name_or_path
-    is_name = isinstance(name_or_path, str) and name_or_path in KNOWN_DATASETS
-    p = Path(name_or_path).expanduser()
-    if not is_name and p.exists():
-        return str(name_or_path), p
-    name = str(name_or_path)
-    if isinstance(name_or_path, str) and os.sep not in name and "/" not in name:
-        for d in data_search_path():
-            if (d / name).is_dir():
-                return name, d / name
-    search = ", ".join(str(d) for d in data_search_path())
-    raise DataFormatError(
-        f"unknown dataset {name!r}: not an existing path and not found as a folder in the data "
-        f"search path [{search}]. Known names: {', '.join(KNOWN_DATASETS)}. Pass a path, or set "
-        "EMBUDGET_DATA to the folder that holds the dataset folder."
-    )
-
-
-def _find(d: Path, name: str) -> Path | None:
-    for cand in (d / name, d / f"{name}.gz"):
-        if cand.exists() and not cand.is_dir():  # the reader refuses a FIFO or device by kind
-            return cand
-    return None
-
-
-def _strip_gz(name: str) -> str:
-    return name[:-3] if name.endswith(".gz") else name
-
-
-def _inter_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if _strip_gz(p.name).endswith(".inter") and p.is_file())
-
-
-def detect_format(path: Path) -> str:
-    """Format of a dataset directory (from its files) or of a single file (its extension)."""
-    if path.is_dir():
-        if _find(path, "train.txt") and _find(path, "test.txt"):
-            return "lightgcn"
-        if _find(path, "data1.txt") and _find(path, "test1.txt"):
-            return "lastfm"
-        if len(_inter_files(path)) == 1:
-            return "recbole"
-        if _find(path, "ratings.dat") or _find(path, "ratings.csv"):
-            return "movielens"
-        raise DataFormatError(
-            f"cannot detect the dataset format: expected {_EXPECTED_FILES}; pass fmt=... or "
-            "point at a single file",
-            str(path),
-        )
-    name = _strip_gz(path.name).lower()
-    suffix = Path(name).suffix
-    if suffix == ".inter":
-        return "recbole"
-    if suffix == ".dat" or name == "ratings.csv":
-        return "movielens"
-    if suffix == ".txt":
-        return "lightgcn"
-    return "csv"
-
-
-def input_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
-    """(role, file) pairs to read; role is ``train``/``test`` for a given split, else ``all``."""
-    if not path.exists():
-        raise DataFormatError("no such file or directory", str(path))
-    if not path.is_dir():  # a file, or a FIFO or device that the reader refuses by its kind
-        return [("all", path)]
-    pairs = {"lightgcn": ("train.txt", "test.txt"), "lastfm": ("data1.txt", "test1.txt")}
-    if fmt in pairs:
-        found = [
-            (role, fname, _find(path, fname))
-            for role, fname in zip(("train", "test"), pairs[fmt], strict=True)
-        ]
-        missing = [fname for _, fname, f in found if f is None]
-        if missing:
-            raise DataFormatError(
-                f"missing {' and '.join(missing)}: the {fmt} format expects "
-                f"{' + '.join(pairs[fmt])} (optionally .gz) in this folder",
-                str(path / missing[0]),
-            )
-        return [(role, f) for role, _, f in found if f is not None]
-    if fmt == "recbole":
-        inters = _inter_files(path)
-        if len(inters) != 1:
-            raise DataFormatError(
-                f"the recbole format expects exactly one *.inter file here, found {len(inters)}; "
-                "pass the file path instead",
-                str(path),
-            )
-        return [("all", inters[0])]
-    if fmt == "movielens":
-        f = _find(path, "ratings.dat") or _find(path, "ratings.csv")
-        if f is None:
-            raise DataFormatError(
-                "the movielens format expects ratings.dat or ratings.csv in this folder",
-                str(path / "ratings.dat"),
-            )
-        return [("all", f)]
-    raise DataFormatError(
-        f"the {fmt} format needs a file path, not a folder; pass the file itself", str(path)
-    )
+PROTOCOLS.update({"t": "temporal", "l": "leave-last-out", "llo": "leave-last-out"})
 
 
 def _read(
     f: Path,
     fmt: str,
     min_rating: float | None,
-    user_col: str | None,
-    item_col: str | None,
+    cols: tuple[str | None, str | None, str | None],
+    sep: str | None,
 ) -> RawInteractions:
+    user_col, item_col, time_col = cols
+    named = [k for k, v in zip(("user_col", "item_col", "time_col"), cols, strict=True) if v]
+    headless = fmt in ("lightgcn", "lastfm") or (
+        fmt == "movielens" and _strip_gz(f.name).lower().endswith(".dat")
+    )
+    if headless and named:
+        raise ConfigError(f"{'/'.join(named)} need a header; the {fmt} file {f.name} has none")
+    if sep is not None and fmt not in ("csv", "movielens"):
+        raise ConfigError(f"sep applies to csv files; the {fmt} format fixes its delimiter")
     if fmt in ("lightgcn", "lastfm"):
         if min_rating is not None:
             raise ConfigError(f"min_rating needs ratings, and the {fmt} format has none; drop it")
-        if user_col is not None or item_col is not None:
-            raise ConfigError(f"user_col/item_col need a header; the {fmt} format has none")
         return read_lightgcn(f) if fmt == "lightgcn" else read_lastfm(f)
     if fmt == "recbole":
-        return read_recbole(f, min_rating=min_rating, user_col=user_col, item_col=item_col)
-    if fmt == "movielens" and _strip_gz(f.name).lower().endswith(".dat"):
-        if user_col is not None or item_col is not None:
-            raise ConfigError("user_col/item_col need a header; ratings.dat has none")
+        return read_recbole(
+            f, min_rating=min_rating, user_col=user_col, item_col=item_col, time_col=time_col
+        )
+    if fmt == "parquet":
+        return read_parquet(f, user_col, item_col, time_col, min_rating=min_rating)
+    if headless:
         return read_movielens(f, min_rating=min_rating)
-    return read_csv(f, user_col=user_col, item_col=item_col, min_rating=min_rating)
+    return read_csv(
+        f,
+        user_col=user_col,
+        item_col=item_col,
+        delimiter=sep,
+        min_rating=min_rating,
+        timestamp_col=time_col or "timestamp",
+        require_time=time_col is not None,
+    )
 
 
 # --- assembling a Dataset -----------------------------------------------------------------
@@ -246,6 +134,16 @@ def _dedupe(u: np.ndarray, i: np.ndarray, n_items: int) -> tuple[Pairs, int]:
     return (u[first], i[first]), len(u) - len(first)
 
 
+def _timed_dedupe(
+    u: np.ndarray, i: np.ndarray, t: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Distinct (user, item) pairs, each with its earliest timestamp."""
+    o = np.argsort(t, kind="stable")
+    u, i, t = u[o], i[o], t[o]
+    _, first = np.unique(u * n_items + i, return_index=True)
+    return u[first], i[first], t[first], len(u) - len(first)
+
+
 def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     """keys in sorted_keys (np.isin is several times slower here)."""
     if len(sorted_keys) == 0:
@@ -262,6 +160,12 @@ def load_dataset(
     min_rating: float | None = None,
     user_col: str | None = None,
     item_col: str | None = None,
+    time_col: str | None = None,
+    sep: str | None = None,
+    min_user_interactions: int = 0,
+    min_item_interactions: int = 0,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.1,
 ) -> Dataset:
     """Read, index and split a dataset (protocol.md §2-4).
 
@@ -269,16 +173,31 @@ def load_dataset(
         name_or_path: a shipped name (``gowalla``, ``gowalla-mini``), a folder name in
             :func:`data_search_path` (e.g. ``lastfm``, ``ml-100k``, ``yelp2018``), or a
             directory / file path.
-        protocol: ``paper`` (P: merge and re-split 50/25/25 per user) or ``standard``
-            (S: keep the given train/test, carve validation from train).
+        protocol: ``paper`` (P: merge and re-split 50/25/25 per user), ``standard``
+            (S: keep the given train/test, carve validation from train), ``temporal`` (the
+            latest ``test_fraction`` of all interactions by time test, the ``valid_fraction``
+            before them validation) or ``leave-last-out`` (per user, the latest interaction
+            test and the one before validation; users with < 3 keep all in train);
+            :mod:`embudget.data.temporal`. The last two need ``time_col``.
         split_seed: seed of the keyed ordering.
         fmt: ``auto`` or one of ``lightgcn``, ``lastfm``, ``recbole``, ``movielens``, ``csv``.
         min_rating: keep only ratings >= this (formats with ratings); names the variant.
-        user_col, item_col: header columns of the user and item ids (csv / recbole).
+        user_col, item_col, time_col: header columns of the user ids, item ids and timestamps
+            (csv / recbole / parquet).
+        sep: the delimiter of a csv file (None: sniffed).
+        min_user_interactions, min_item_interactions: the k-core filter
+            (:mod:`embudget.data.filters`), applied before the split; 0 keeps everything.
     """
     proto = PROTOCOLS.get(str(protocol).lower())
     if proto is None:
-        raise ConfigError(f"unknown protocol {protocol!r}; use 'paper' (P) or 'standard' (S)")
+        raise ConfigError(
+            f"unknown protocol {protocol!r}; use one of {', '.join(choices(SplitProtocol))}"
+        )
+    if proto in TIME_PROTOCOLS and time_col is None:
+        raise ConfigError(
+            f"protocol {proto} orders interactions by time; name the timestamp column "
+            "(time_col, --time-col)"
+        )
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
@@ -289,7 +208,10 @@ def load_dataset(
     if fmt == "auto":
         fmt = detect_format(path)
     files = input_files(path, fmt)
-    raws = [(role, _read(f, fmt, min_rating, user_col, item_col)) for role, f in files]
+    if sep in ("tab", "\\t"):  # the tab character as a config file or flag may spell it
+        sep = "\t"
+    cols = (user_col, item_col, time_col)
+    raws = [(role, _read(f, fmt, min_rating, cols, sep)) for role, f in files]
     hashes = {_strip_gz(Path(r.path).name): r.sha256 for _, r in raws}
     verified = verify_checksums(path if path.is_dir() else path.parent, hashes)
 
@@ -302,8 +224,36 @@ def load_dataset(
     given = roles == ["train", "test"]
     seed = int(split_seed)
     dropped = overlap = 0
+    times: list[np.ndarray] = []
+    if time_col is not None:  # the readers require the column when time_col is named
+        times = [r.timestamps for _, r in raws if r.timestamps is not None]
+    kcore = max(min_user_interactions, min_item_interactions) > 1
+    if kcore:
+        keep_u, keep_i, keep = kcore_parts(
+            uidx, iidx, n_users, n_items, min_user_interactions, min_item_interactions
+        )
+        if not keep_u.any():
+            raise DataFormatError(
+                f"the k-core filter (users >= {min_user_interactions}, items >= "
+                f"{min_item_interactions} interactions) leaves nothing; lower the thresholds",
+                str(path),
+            )
+        new_u, new_i = reindex(keep_u), reindex(keep_i)
+        uidx = [new_u[a[k]] for a, k in zip(uidx, keep, strict=True)]
+        iidx = [new_i[a[k]] for a, k in zip(iidx, keep, strict=True)]
+        times = [t[k] for t, k in zip(times, keep, strict=True)] if times else []
+        user_ids, item_ids = user_ids[keep_u], item_ids[keep_i]
+        n_users, n_items = len(user_ids), len(item_ids)
     splits: SplitArrays
-    if proto == "paper" or not given:
+    if proto in TIME_PROTOCOLS:
+        ut, it, tt, dropped = _timed_dedupe(
+            np.concatenate(uidx), np.concatenate(iidx), np.concatenate(times), n_items
+        )
+        if proto == "temporal":
+            splits = split_temporal(ut, it, tt, n_users, test_fraction, valid_fraction)
+        else:
+            splits = split_leave_last_out(ut, it, tt, n_users)
+    elif proto == "paper" or not given:
         (u, i), dropped = _dedupe(np.concatenate(uidx), np.concatenate(iidx), n_items)
         if proto == "paper":
             splits = split_paper(u, i, n_users, seed)
@@ -337,6 +287,10 @@ def load_dataset(
         "checksums_verified": verified,
         **summary,
     }
+    if time_col is not None:
+        meta["time_col"] = time_col
+    if kcore:
+        meta["kcore"] = {"min_user": min_user_interactions, "min_item": min_item_interactions}
     ds = Dataset.from_arrays(
         name=label,
         protocol=proto,
@@ -358,6 +312,25 @@ def load_dataset(
         summary["n_test"],
     )
     return ds
+
+
+def load_configured(d: DataConfig) -> Dataset:
+    """:func:`load_dataset` with every setting of a config's ``data`` section."""
+    return load_dataset(
+        d.name,
+        protocol=d.protocol,
+        split_seed=d.split_seed,
+        fmt=d.format,
+        min_rating=d.min_rating,
+        user_col=d.user_col,
+        item_col=d.item_col,
+        time_col=d.time_col,
+        sep=d.sep,
+        min_user_interactions=d.min_user_interactions,
+        min_item_interactions=d.min_item_interactions,
+        test_fraction=d.test_fraction,
+        valid_fraction=d.valid_fraction,
+    )
 
 
 def dataset_stats(ds: Dataset) -> dict[str, float | int]:

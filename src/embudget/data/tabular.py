@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embudget.data.quoted import split_quoted
 from embudget.data.raw import (
     FIELD_MAX_CHARS,
     ID_MAX_CHARS,
@@ -24,6 +25,7 @@ from embudget.data.raw import (
     show,
     strip_gz,
 )
+from embudget.data.times import time_column
 from embudget.errors import DataFormatError
 
 # Header column pairs tried, in order, when the caller names no user/item columns.
@@ -67,6 +69,9 @@ def _read_table(
     """
     text, digest = read_text(path)
     p = str(path)
+    if header and delim is not None and len(delim) == 1 and '"' in text:
+        fields, cols, rows_at, head_at = split_quoted(text, delim, p)
+        return _Table(p, fields, cols, rows_at, digest, head_at)
     if "\r" in text:
         text = text.replace("\r", "")
     lines = text.split("\n")
@@ -231,6 +236,7 @@ def read_recbole(
     min_rating: float | None = None,
     user_col: str | None = None,
     item_col: str | None = None,
+    time_col: str | None = None,
 ) -> RawInteractions:
     """Read a RecBole atomic ``.inter`` file (tab-separated, typed header ``name:type``).
 
@@ -250,7 +256,9 @@ def read_recbole(
                 t.header_line,
             )
         names.append(name)
-    return _from_named_columns(t, names, min_rating, user_col, item_col)
+    return _from_named_columns(
+        t, names, min_rating, user_col, item_col, "rating", time_col or "timestamp", time_col
+    )
 
 
 def _from_named_columns(
@@ -261,7 +269,18 @@ def _from_named_columns(
     item_col: str | None,
     rating_col: str = "rating",
     timestamp_col: str = "timestamp",
+    required_time: str | None = None,
 ) -> RawInteractions:
+    named = [c for c in (user_col, item_col, required_time) if c is not None]
+    missing = [c for c in named if c not in names]
+    if missing:
+        raise DataFormatError(
+            f"unknown header columns {names}: no column named "
+            f"{', '.join(map(repr, missing))}; pass user_col/item_col/time_col "
+            "(--user-col/--item-col/--time-col) naming these columns",
+            t.path,
+            t.header_line,
+        )
     if user_col is not None or item_col is not None:
         pairs: tuple[tuple[str, str], ...] = (
             (user_col or DEFAULT_COLUMN_PAIRS[0][0], item_col or DEFAULT_COLUMN_PAIRS[0][1]),
@@ -281,7 +300,7 @@ def _from_named_columns(
     items = _id_column(t, names.index(found[1]))
     ratings = _float_column(t, names.index(rating_col), "rating") if rating_col in names else None
     ts = (
-        _float_column(t, names.index(timestamp_col), "timestamp")
+        time_column(t.col(names.index(timestamp_col)), t.path, t.lines, timestamp_col)
         if timestamp_col in names
         else None
     )
@@ -333,15 +352,22 @@ def read_csv(
     min_rating: float | None = None,
     rating_col: str = "rating",
     timestamp_col: str = "timestamp",
+    require_time: bool = False,
 ) -> RawInteractions:
     """Read a delimited file whose first line names the columns.
 
     Without ``user_col``/``item_col`` the pairs ``user_id/item_id``, ``user/item`` and
     ``userId/movieId`` are tried. The delimiter is sniffed when not given. RecBole-style typed
-    headers (``user_id:token``) are accepted too.
+    headers (``user_id:token``) are accepted too. A file with a quote character is read by
+    the standard ``csv`` reader (:mod:`embudget.data.quoted`). Timestamps
+    (``timestamp_col``, numbers or ISO dates) are kept; ``require_time`` makes that column
+    required.
     """
     delim = delimiter if delimiter is not None else sniff_delimiter(path)
     t = _read_table(path, delim, header=True)
     assert t.header is not None
     names = [h.strip().strip('"').partition(":")[0] for h in t.header]
-    return _from_named_columns(t, names, min_rating, user_col, item_col, rating_col, timestamp_col)
+    need = timestamp_col if require_time else None
+    return _from_named_columns(
+        t, names, min_rating, user_col, item_col, rating_col, timestamp_col, need
+    )

@@ -13,8 +13,8 @@ import torch
 from embudget.budget.usage import ResolvedBudget
 from embudget.config import ModelConfig, RunConfig, TrainConfig
 from embudget.config.validate import check_for_dataset
-from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
+from embudget.data.load import load_configured
 from embudget.models import build_model
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, torch_generator
@@ -27,10 +27,7 @@ PRETRAIN_STREAM = "pretrain"  # seed stream of every full-size training
 def load_data(cfg: RunConfig) -> Dataset:
     """The config's dataset; raises ConfigError for settings it cannot support (a cut-off
     above its item count)."""
-    d = cfg.data
-    dataset = load_dataset(
-        d.name, protocol=d.protocol, split_seed=d.split_seed, fmt=d.format, min_rating=d.min_rating
-    )
+    dataset = load_configured(cfg.data)
     check_for_dataset(cfg, dataset.n_items)
     return dataset
 

@@ -45,9 +45,9 @@ def open_run(
     """Create (or reopen, to resume) a run directory; return it and its result if finished.
 
     A directory holding only a failed run (one that stopped before any progress: bad data,
-    an infeasible budget) is reused without ``overwrite``, and without ``resume`` or when
-    resuming another config: its log and config are kept as ``run.log.failed`` and
-    ``config.yaml.failed`` (numbered when those exist).
+    an infeasible budget; possibly before its ``config.yaml`` was written) is reused, with or
+    without ``overwrite``, unless resuming the same config: its log and config are kept as
+    ``run.log.failed`` and ``config.yaml.failed`` (numbered when those exist).
 
     Raises:
         RunDirError: the directory holds another run, or (resuming) another config, or a
@@ -62,7 +62,7 @@ def open_run(
                     f"{p} is in use by another running embudget process; wait for it to end "
                     "or choose another --out"
                 )
-    if not overwrite and holds_failed_run(p) and not (resume and _same_config(p, cfg)):
+    if holds_failed_run(p) and not (resume and _same_config(p, cfg)):
         retire_failed_run(p)
         return RunDir(p), None
     run = RunDir.create(p, overwrite=overwrite, resume=resume)
