@@ -246,6 +246,7 @@ def bench_precision(dataset: str, steps: int, sizes_file: str | None) -> None:
                 train=ds.train,
                 user_ids=ds.user_ids,
                 item_ids=ds.item_ids,
+                with_history=True,  # LightGCN propagates over the stored training graph
             )
             ex = load(path)
             with torch.no_grad():
@@ -328,7 +329,12 @@ def main() -> None:
                 model, ds = _model("compact", us, vs)
                 path, dense = Path(tmp) / f"t{c}.safetensors", Path(tmp) / f"d{c}.safetensors"
                 export_model(
-                    model, path, train=ds.train, user_ids=ds.user_ids, item_ids=ds.item_ids
+                    model,
+                    path,
+                    train=ds.train,
+                    user_ids=ds.user_ids,
+                    item_ids=ds.item_ids,
+                    with_history=True,  # LightGCN propagates over the stored training graph
                 )
                 save_weights(to_masked(model), dense)
                 del model

@@ -57,7 +57,8 @@ def main() -> None:
             f"model.name={args.model}",
             f"search.pretrain.mode={args.pretrain}",
             *args.set,
-        ]
+        ],
+        fast=False,
     )
     if base.threads:
         import torch

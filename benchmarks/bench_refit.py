@@ -147,7 +147,9 @@ def main() -> None:
     if args.fidelity:
         ref = json.loads(Path(args.fidelity).read_text())
         faithful = np.array(ref["faithful_r"])
-        actions = sample_actions(load_config(overrides=overrides, updates=updates), ref["n"])
+        actions = sample_actions(
+            load_config(overrides=overrides, updates=updates, fast=False), ref["n"]
+        )
         # the fitness user sample of fast_fidelity.py's probes (the Searcher's)
         users = validation_users(ds, args.user_fraction, cfg.seed, "fitness-users")
         model.set_sizes(None, None)

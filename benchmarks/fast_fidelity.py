@@ -120,7 +120,9 @@ def main() -> None:
         out["faithful_r"] = faithful.tolist()
         print(f"{len(rows)} actions from {args.history}; faithful r {faithful.min():.3f}..")
     else:
-        actions = sample_actions(load_config(overrides=args.set, updates=updates), args.sample)
+        actions = sample_actions(
+            load_config(overrides=args.set, updates=updates, fast=False), args.sample
+        )
         out["sample"] = args.sample
     out["n"] = len(actions)
 
@@ -152,7 +154,7 @@ def main() -> None:
         faithful_updates["search"] = {
             "probe": {"user_fraction": 1.0, "epochs": args.faithful_epochs},
         }
-        faithful_cfg = load_config(overrides=args.set, updates=faithful_updates)
+        faithful_cfg = load_config(overrides=args.set, updates=faithful_updates, fast=False)
         faithful = run_variant("faithful", None, faithful_cfg)
         out["faithful_r"] = faithful.tolist()
     variants = [("nested", int(s)) for s in args.steps.split(",")]

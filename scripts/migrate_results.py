@@ -276,7 +276,7 @@ def migrate_run_dir(run: Path, dry_run: bool, report: Report) -> None:
     if not any(f"search.{k}" in LEGACY_KEYS for k in search):
         return  # already format 2
     report.cells += 1
-    cfg = load_config(updates=upgrade(doc))
+    cfg = load_config(updates=upgrade(doc), fast=False)
     new = cfg.hash()
     results = run / "results.json"
     recorded = json.loads(results.read_text())["config_hash"] if results.is_file() else None

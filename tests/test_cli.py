@@ -97,6 +97,16 @@ def test_fast_flag_resolves_the_fast_preset_under_explicit_settings() -> None:
     assert cfg.search.probe.steps == 9 and cfg.budget.sparsity == 0.9
 
 
+def test_the_library_default_is_the_command_lines() -> None:
+    from embudget.cli import build_parser
+    from embudget.cli.commands import resolve_config
+
+    for name in ("mf", "ncf", "ngcf", "lightgcn"):
+        cli = resolve_config(build_parser().parse_args(["search", "--out", "r", "--model", name]))
+        assert load_config(overrides=[f"model.name={name}"]) == cli
+        assert load_config(overrides=[f"model.name={name}"], fast=None) == cli
+
+
 def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> None:
     from embudget.cli import build_parser
     from embudget.cli.commands import resolve_config
@@ -106,7 +116,7 @@ def test_the_default_mode_is_the_backbones_and_faithful_is_one_flag_away() -> No
 
     for name in ("mf", "ncf", "ngcf", "lightgcn"):
         default = resolve("--model", name)
-        faithful = load_config(overrides=[f"model.name={name}"])
+        faithful = load_config(overrides=[f"model.name={name}"], fast=False)
         assert resolve("--model", name, "--faithful").search == faithful.search
         assert resolve("--model", name, "--fast").search != faithful.search
         by_default = name in FAST_BY_DEFAULT

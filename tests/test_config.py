@@ -65,7 +65,7 @@ def test_precedence_set_over_file_over_defaults(tmp_path: Path) -> None:
     f1.write_text("train:\n  lr: 0.5\n  patience: 7\nmodel:\n  name: lightgcn\n")
     f2 = tmp_path / "b.yaml"
     f2.write_text("train:\n  lr: 0.25\nsearch:\n  probe:\n    steps: 4\n")
-    c = load_config([f1, f2], ["train.lr=0.125", "eval.ks=[1, 3]"])
+    c = load_config([f1, f2], ["train.lr=0.125", "eval.ks=[1, 3]"], fast=False)
     assert c.train.lr == 0.125 and c.train.patience == 7 and c.model.name == "lightgcn"
     assert c.eval.ks == (1, 3) and c.search.probe.steps == 4
     assert c.train.max_steps == RunConfig().train.max_steps
@@ -101,33 +101,33 @@ def test_precedence_set_over_file_over_defaults(tmp_path: Path) -> None:
 )
 def test_bad_overrides_raise_config_error(override: str) -> None:
     with pytest.raises(ConfigError):
-        load_config(overrides=[override])
+        load_config(overrides=[override], fast=False)
 
 
 def test_unknown_key_suggests_nearest_and_moved_keys_say_where() -> None:
     with pytest.raises(ConfigError, match="train.lr"):
-        load_config(overrides=["train.lrr=0.1"])
+        load_config(overrides=["train.lrr=0.1"], fast=False)
     with pytest.raises(ConfigError, match="did you mean 'search.probe.steps'"):
-        load_config(overrides=["search.probe.step=1"])
+        load_config(overrides=["search.probe.step=1"], fast=False)
     with pytest.raises(ConfigError, match="it is now 'search.probe.steps'"):
-        load_config(overrides=["search.finetune_steps=1"])
+        load_config(overrides=["search.finetune_steps=1"], fast=False)
     with pytest.raises(ConfigError, match="now search.pretrain.mode"):
-        load_config(overrides=["search.pretrain=nested"])
+        load_config(overrides=["search.pretrain=nested"], fast=False)
     with pytest.raises(ConfigError, match="is not one of full, su, sr, bet, "):
-        load_config(overrides=["search.method=greedy"])
+        load_config(overrides=["search.method=greedy"], fast=False)
 
 
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        load_config([tmp_path / "missing.yaml"])
+        load_config([tmp_path / "missing.yaml"], fast=False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError):
-        load_config([bad])
+        load_config([bad], fast=False)
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text("seed: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(ConfigError):
-        load_config([unsafe])
+        load_config([unsafe], fast=False)
 
 
 def test_parse_override_nests_and_types() -> None:
@@ -136,28 +136,28 @@ def test_parse_override_nests_and_types() -> None:
 
 
 def test_int_accepted_for_float_and_optional() -> None:
-    c = load_config(overrides=["train.lr=1", "model.reg=0.5", "model.reg=null"])
+    c = load_config(overrides=["train.lr=1", "model.reg=0.5", "model.reg=null"], fast=False)
     assert c.train.lr == 1.0 and isinstance(c.train.lr, float) and c.model.reg is None
 
 
 def test_hash_and_yaml_roundtrip(tmp_path: Path) -> None:
-    c = load_config(overrides=["seed=3", "model.name=ngcf", "search.retrain.top=2"])
+    c = load_config(overrides=["seed=3", "model.name=ngcf", "search.retrain.top=2"], fast=False)
     p = tmp_path / "c.yaml"
     p.write_text(c.to_yaml())
-    c2 = load_config([p])
+    c2 = load_config([p], fast=False)
     assert c2 == c and c2.hash() == c.hash()
-    assert load_config().hash() != c.hash()
+    assert load_config(fast=False).hash() != c.hash()
 
 
 def test_backbone_defaults_sit_between_defaults_and_user_settings(tmp_path: Path) -> None:
-    assert load_config(overrides=["model.name=lightgcn"]).train.lr == 0.03
+    assert load_config(overrides=["model.name=lightgcn"], fast=False).train.lr == 0.03
     for name in ("mf", "ncf"):  # both learn poorly at BET's 0.03 (BENCHMARKS.md)
-        c = load_config(overrides=[f"model.name={name}"])
+        c = load_config(overrides=[f"model.name={name}"], fast=False)
         assert c.train.lr == 0.005 and c.search.probe.lr == 0.005
     f = tmp_path / "a.yaml"
     f.write_text("model:\n  name: mf\ntrain:\n  lr: 0.02\n")
-    assert load_config([f]).train.lr == 0.02
-    assert load_config([f], ["train.lr=0.01"]).train.lr == 0.01
+    assert load_config([f], fast=False).train.lr == 0.02
+    assert load_config([f], ["train.lr=0.01"], fast=False).train.lr == 0.01
 
 
 def test_presets_layer_in_order() -> None:
@@ -176,25 +176,33 @@ def test_presets_layer_in_order() -> None:
 # the hash
 # --------------------------------------------------------------------------------------------
 def test_hash_ignores_where_a_run_executes() -> None:
-    base = load_config(overrides=["model.name=lightgcn"])
+    base = load_config(overrides=["model.name=lightgcn"], fast=False)
     elsewhere = load_config(
-        overrides=["model.name=lightgcn", "device=auto", "threads=2", "cache_dir=/tmp/x"]
+        overrides=["model.name=lightgcn", "device=auto", "threads=2", "cache_dir=/tmp/x"],
+        fast=False,
     )
     assert elsewhere.hash() == base.hash()
-    assert load_config(overrides=["model.name=lightgcn", "train.lr=0.01"]).hash() != base.hash()
+    assert (
+        load_config(overrides=["model.name=lightgcn", "train.lr=0.01"], fast=False).hash()
+        != base.hash()
+    )
 
 
 def test_hash_is_the_format_and_the_changes_from_the_defaults() -> None:
-    c = load_config(overrides=["model.name=lightgcn", "search.retrain.top=2", "threads=3"])
+    c = load_config(
+        overrides=["model.name=lightgcn", "search.retrain.top=2", "threads=3"], fast=False
+    )
     assert c.changes() == {"model.name": "lightgcn", "search.retrain.top": 2}
     assert c.changes(("model",)) == {"model.name": "lightgcn"}
     blob = json.dumps({"format": HASH_FORMAT, "changes": c.changes()}, sort_keys=True)
     assert c.hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
     # a setting at its default is not a change: new keys with a default keep existing hashes
-    same = load_config(overrides=["model.name=lightgcn", "search.retrain.top=2", "seed=0"])
+    same = load_config(
+        overrides=["model.name=lightgcn", "search.retrain.top=2", "seed=0"], fast=False
+    )
     assert same.hash() == c.hash()
     assert RunConfig().changes() == {}
-    assert load_config(overrides=["model.name=lightgcn"]).hash() == "b72deba9bc2eb631"
+    assert load_config(overrides=["model.name=lightgcn"], fast=False).hash() == "b72deba9bc2eb631"
 
 
 def test_the_defaults_are_pinned_to_the_hash_format() -> None:
@@ -220,7 +228,7 @@ def test_defaults_yaml_is_the_documented_dataclass_defaults() -> None:
 
 @pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_preset_loads_strictly_and_documents_each_key(path: Path) -> None:
-    load_config([path])  # known keys, right types, consistent values
+    load_config([path], fast=False)  # known keys, right types, consistent values
     text = path.read_text()
     types = key_types()
     keys = flatten(yaml.safe_load(text))
@@ -276,7 +284,7 @@ def test_format_1_keys_map_onto_format_2() -> None:
         "seed": 1,
         "search": {"method": "su", "finetune_steps": 3, "pretrain": "nested", "retrain_top": 2},
     }
-    new = load_config(updates=upgrade(old))
+    new = load_config(updates=upgrade(old), fast=False)
     assert new.search.probe.steps == 3 and new.search.pretrain.mode == "nested"
     assert new.search.retrain.top == 2 and new.search.method == "su" and new.seed == 1
 
@@ -351,5 +359,5 @@ def test_a_format_1_run_folder_is_rewritten_from_its_config(tmp_path: Path) -> N
     m.migrate_run_dir(run, False, report)
     new = run.with_name(f"gowalla-mf-su-s0.8-seed0-{cfg.hash()[:8]}")
     assert report.migrated == 1 and not report.unverified and new.is_dir()
-    assert load_config([new / "config.yaml"]) == cfg
+    assert load_config([new / "config.yaml"], fast=False) == cfg
     assert json.loads((new / "results.json").read_text())["config_hash"] == cfg.hash()

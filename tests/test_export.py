@@ -56,6 +56,7 @@ def scores(model: Backbone) -> torch.Tensor:
 
 def write(model: Backbone, path: Path, **kw: object) -> dict:
     ids = {"user_ids": np.arange(100, 100 + NU), "item_ids": np.array([f"i{j}" for j in range(NI)])}
+    kw.setdefault("with_history", True)
     return export_model(model, path, train=random_train(), **ids, **kw)  # type: ignore[arg-type]
 
 
@@ -258,7 +259,7 @@ RUN_SETTINGS = [
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("run")
-    cfg = load_config(overrides=[*RUN_SETTINGS, f"cache_dir={base / 'cache'}"])
+    cfg = load_config(overrides=[*RUN_SETTINGS, f"cache_dir={base / 'cache'}"], fast=False)
     loop.run_search(cfg, base / "run", progress=False)
     return base / "run"
 
@@ -277,7 +278,7 @@ def test_byte_budget_run_meets_the_bytes(run_dir: Path) -> None:
 
 def test_export_run_reproduces_the_runs_test_metrics(run_dir: Path, tmp_path: Path) -> None:
     res = RunResult.read(run_dir / "results.json")
-    meta = export_run(run_dir, tmp_path / "t.safetensors")
+    meta = export_run(run_dir, tmp_path / "t.safetensors", with_history=True)
     ds = load_dataset("gowalla-mini")
     assert meta["dataset"]["split_fingerprint"] == ds.fingerprint() == res.split_fingerprint
     assert meta["budget"]["bytes_used"] == meta["memory"]["bytes"]["embedding"]
@@ -289,9 +290,10 @@ def test_export_run_reproduces_the_runs_test_metrics(run_dir: Path, tmp_path: Pa
         test = evaluate(ex.model.scorer(), ds, split="test", ks=(5, 10, 20))
     for k in ("recall@20", "ndcg@20", "recall@5"):
         assert test.means[k] == pytest.approx(res.test.means[k], abs=1e-9)
-    # int8 export: the Recall@20 change it causes stays small
+    # int8 export (without history): the Recall@20 change it causes stays small
     export_run(run_dir, tmp_path / "q.npz", fmt="npz", dtype="int8")
     q = load(tmp_path / "q.npz")
+    assert q.history is None and q.train is None
     with torch.no_grad():
         test_q = evaluate(q.model.scorer(), ds, split="test", ks=(20,))
     assert abs(test_q.means["recall@20"] - test.means["recall@20"]) < 0.01
@@ -303,3 +305,51 @@ def test_package_level_load(tmp_path: Path) -> None:
     write(sized_model("mf"), tmp_path / "t")
     assert embudget.load is load
     assert embudget.load(tmp_path / "t").model.name == "mf"
+
+
+INTERACTION_TENSORS = ("train.indptr", "train.indices", "history.indptr", "history.indices")
+
+
+def tensor_names_and_meta(path: Path) -> tuple[set[str], dict]:
+    """The stored tensor names and metadata, read with the container's own reader."""
+    from embudget.deploy.container import open_container
+
+    with open_container(path) as c:
+        return set(c.entries), c.meta
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "buckets"])
+def test_export_holds_no_interactions_unless_asked(run_dir: Path, tmp_path: Path, fmt: str) -> None:
+    ds = load_dataset("gowalla-mini")
+    export_run(run_dir, tmp_path / "plain", fmt=fmt)
+    names, meta = tensor_names_and_meta(tmp_path / "plain")
+    assert not names & set(INTERACTION_TENSORS)
+    assert not any(n.startswith(("train.", "history.")) for n in names)
+    assert meta["history"] is False
+    # no interaction count anywhere in the metadata (n_users and n_items only)
+    counts = {ds.train.nnz, ds.valid.nnz, ds.test.nnz, ds.train.nnz + ds.valid.nnz}
+    counts.add(ds.train.nnz + ds.valid.nnz + ds.test.nnz)
+
+    def ints(v: object) -> list[int]:
+        if isinstance(v, dict):
+            return [i for x in v.values() for i in ints(x)]
+        if isinstance(v, list):
+            return [i for x in v for i in ints(x)]
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else []
+
+    assert not counts & set(ints(meta))
+    ex = load(tmp_path / "plain")
+    assert ex.history is None and ex.train is None
+    export_run(run_dir, tmp_path / "hist", fmt=fmt, with_history=True)
+    names, meta = tensor_names_and_meta(tmp_path / "hist")
+    assert set(INTERACTION_TENSORS) <= names and meta["history"] is True
+    history = load(tmp_path / "hist").history
+    assert history is not None
+    assert history.nnz == ds.train.nnz + ds.valid.nnz + ds.test.nnz
+
+
+def test_graph_backbones_need_the_history(tmp_path: Path) -> None:
+    for name in ("ngcf", "lightgcn"):
+        with pytest.raises(ExportError, match="--with-history"):
+            write(sized_model(name), tmp_path / name, with_history=False)
+        assert not (tmp_path / name).exists()

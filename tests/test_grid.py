@@ -111,7 +111,7 @@ def test_cell_config_sets_the_cell_and_keeps_the_base(tmp_path: Path) -> None:
     # each backbone gets its own defaults, as `embudget search --model X` would
     for model in ("mf", "ncf", "lightgcn"):
         cell = grid.cell_config(grid.Cell("gowalla-mini", model, "bet", 0.8, 0))
-        assert cell.train == load_config(overrides=[f"model.name={model}"]).train
+        assert cell.train == load_config(overrides=[f"model.name={model}"], fast=False).train
         assert grid.preset(cell) == "faithful" and grid.deviations(cell) == {}
         # the command line's default (fast=None): fast mode where config.FAST_BY_DEFAULT says
         auto = grid.cell_config(

@@ -381,7 +381,7 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize(("setting", "key"), BAD_SETTINGS)
 def test_every_numeric_setting_has_a_range(setting: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config(overrides=[setting])
+        load_config(overrides=[setting], fast=False)
 
 
 @pytest.mark.parametrize(
@@ -390,7 +390,7 @@ def test_every_numeric_setting_has_a_range(setting: str, key: str) -> None:
      "eval.ks=[1000]", "seed=0", "model.n_layers=0", "model.node_dropout=0"],
 )  # fmt: skip
 def test_edges_of_the_ranges_are_accepted(setting: str) -> None:
-    load_config(overrides=[setting])
+    load_config(overrides=[setting], fast=False)
 
 
 def test_shipped_presets_pass_the_ranges() -> None:
@@ -400,7 +400,7 @@ def test_shipped_presets_pass_the_ranges() -> None:
 
 
 def test_cut_offs_bounded_by_the_item_count() -> None:
-    cfg = load_config(overrides=["eval.ks=[5,1000]"])
+    cfg = load_config(overrides=["eval.ks=[5,1000]"], fast=False)
     with pytest.raises(ConfigError, match="only 993 items"):
         check_for_dataset(cfg, 993)
     check_for_dataset(RunConfig(), 20)
@@ -562,6 +562,6 @@ def test_a_config_file_that_is_not_utf8_or_is_a_directory_is_a_config_error(
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"train:\n  lr: \xff\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        load_config([bad])
+        load_config([bad], fast=False)
     with pytest.raises(ConfigError, match="is a directory"):
-        load_config([tmp_path])
+        load_config([tmp_path], fast=False)

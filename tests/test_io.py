@@ -100,7 +100,7 @@ def test_resume_accepts_another_device_but_not_another_procedure(tmp_path: Path)
     from embudget.pipeline.rundir import open_run
     from embudget.result import Metrics, RunResult, Timing
 
-    cfg = load_config(overrides=["model.name=mf"])
+    cfg = load_config(overrides=["model.name=mf"], fast=False)
     run, _ = open_run(cfg, tmp_path / "r", overwrite=False, resume=False)
     (run.path / "config.yaml").write_text(cfg.to_yaml())
     done = RunResult(
@@ -125,9 +125,11 @@ def test_resume_accepts_another_device_but_not_another_procedure(tmp_path: Path)
         timing=Timing(),
     )
     done.write(run.path / "results.json")
-    moved = load_config(overrides=["model.name=mf", "threads=2", "device=auto"])
+    moved = load_config(overrides=["model.name=mf", "threads=2", "device=auto"], fast=False)
     assert open_run(moved, run.path, overwrite=False, resume=True)[1] == done
     with pytest.raises(RunDirError, match="finished train run"):
         open_run(moved, run.path, overwrite=False, resume=True, kind="search")
     with pytest.raises(RunDirError):
-        open_run(load_config(overrides=["model.name=mf", "seed=1"]), run.path, False, True)
+        open_run(
+            load_config(overrides=["model.name=mf", "seed=1"], fast=False), run.path, False, True
+        )

@@ -120,14 +120,14 @@ def test_sizes_within_the_derived_budget_fit_the_bytes(
 
 def test_config_byte_budget_keys() -> None:
     cfg = load_config(
-        overrides=["budget.sparsity=null", "budget.bytes=123456", "budget.dtype=int8"]
+        overrides=["budget.sparsity=null", "budget.bytes=123456", "budget.dtype=int8"], fast=False
     )
     assert cfg.budget.bytes == 123456 and cfg.budget.layout == "jagged"
     with pytest.raises(ConfigError):
-        load_config(overrides=["budget.bytes=1000"])  # sparsity is still set
+        load_config(overrides=["budget.bytes=1000"], fast=False)  # sparsity is still set
     with pytest.raises(ConfigError):
-        load_config(overrides=["budget.sparsity=null", "budget.bytes=0"])
+        load_config(overrides=["budget.sparsity=null", "budget.bytes=0"], fast=False)
     with pytest.raises(ConfigError):
-        load_config(overrides=["budget.dtype=fp8"])
+        load_config(overrides=["budget.dtype=fp8"], fast=False)
     with pytest.raises(ConfigError):
-        load_config(overrides=["budget.layout=ragged"])
+        load_config(overrides=["budget.layout=ragged"], fast=False)

@@ -390,7 +390,7 @@ def test_footnote_lists_every_value_of_a_setting_that_differs_between_cells(
     runs = []
     for name, over in values.items():
         (tmp_path / name).mkdir()
-        cfg = load_config(overrides=over + ["search.iterations=7"])
+        cfg = load_config(overrides=over + ["search.iterations=7"], fast=False)
         (tmp_path / name / "config.yaml").write_text(cfg.to_yaml())
         runs.append(report.Run(name, "bet", 0.8, 0, name, 1, 0.2, 0.0, {}))
     dev = report.table_deviations(tmp_path, runs)

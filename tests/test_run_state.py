@@ -57,7 +57,7 @@ TINY = [
 
 
 def _cfg(cache: Path, *extra: str) -> RunConfig:
-    return load_config(overrides=[*TINY, f"cache_dir={cache}", *extra])
+    return load_config(overrides=[*TINY, f"cache_dir={cache}", *extra], fast=False)
 
 
 def _history(run: Path, timings: bool = False) -> list[dict[str, Any]]:
@@ -518,7 +518,8 @@ def replace(src, dst):
     if calls[0] == k:
         os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace
-runner.run_search(load_config(overrides=sys.argv[5:]), sys.argv[1], resume=sys.argv[2] == "1")
+cfg = load_config(overrides=sys.argv[5:], fast=False)
+runner.run_search(cfg, sys.argv[1], resume=sys.argv[2] == "1")
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path,
         train=train_matrix(),
         history=history_matrix(),
+        with_history=True,
         user_ids=np.array([f"u{i}" for i in range(NU)]),
         item_ids=np.arange(500, 500 + NI),
     )
@@ -122,6 +124,35 @@ def test_integer_ids_parse_from_strings(tmp_path: Path) -> None:
         rec.user_index(["5"])
 
 
+def test_recommend_without_history_excludes_nothing_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = build_model("mf", NU, NI, train_matrix(), D, generator=torch.Generator())
+    ids = {"user_ids": np.arange(NU), "item_ids": np.arange(NI)}
+    export_model(model, tmp_path / "plain", train=train_matrix(), **ids)  # type: ignore[arg-type]
+    export_model(
+        model,
+        tmp_path / "hist",
+        train=train_matrix(),
+        with_history=True,
+        **ids,  # type: ignore[arg-type]
+    )
+    plain, hist = Recommender.load(tmp_path / "plain"), Recommender.load(tmp_path / "hist")
+    assert not plain.has_history and hist.has_history
+    with caplog.at_level(logging.WARNING, logger="embudget.deploy.serve"):
+        out = plain.recommend([0, 1], k=NI)
+    assert "no interaction history" in caplog.text
+    assert out.counts.tolist() == [NI, NI]  # nothing excluded
+    everything = hist.recommend([0, 1], k=NI, exclude="none")
+    assert np.array_equal(out.items, everything.items)
+    seen = hist.recommend([0, 1], k=NI)
+    assert seen.counts.tolist() == [NI - train_matrix()[u].nnz for u in (0, 1)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="embudget.deploy.serve"):
+        plain.recommend([0], k=3, exclude="none")  # nothing asked to be excluded: no warning
+    assert not caplog.text
+
+
 def test_read_user_file(tmp_path: Path) -> None:
     p = tmp_path / "users.txt"
     p.write_text("u1\n\n# comment\nu2  # trailing\n")
@@ -147,14 +178,25 @@ def test_cli_export_and_recommend(tmp_path: Path, capsys: pytest.CaptureFixture[
             "budget.sparsity=null",
             "budget.bytes=56000",  # 43 % of the full 16-wide jagged table's bytes
             f"cache_dir={tmp_path / 'cache'}",
-        ]
+        ],
+        fast=False,
     )
     loop.run_search(cfg, tmp_path / "run", progress=False)
     out = tmp_path / "t.safetensors"
-    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
-    assert "jagged, fp32, mf" in capsys.readouterr().out
-    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 2  # exists
+    export = ["export", str(tmp_path / "run"), "--with-history", "--out", str(out)]
+    assert main(export) == 0
+    assert "jagged, fp32, mf, with interaction history" in capsys.readouterr().out
+    assert main(export) == 2  # exists
     capsys.readouterr()
+    plain = tmp_path / "plain.safetensors"
+    assert main(["export", str(tmp_path / "run"), "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(plain), "--user", "2", "-k", "3"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "note: this table carries no interaction history; seen items are not excluded "
+        "(export with --with-history)"
+    ]
 
     assert main(["recommend", str(out), "--user", "2", "--user", "4", "-k", "5"]) == 0
     lines = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]

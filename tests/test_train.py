@@ -107,12 +107,16 @@ def test_interrupted_fit_resumes_to_the_same_result(
 
 
 def test_a_selection_sample_is_fixed_and_leaves_earlier_cache_keys_alone(mini: Dataset) -> None:
-    base = load_config(overrides=["data.name=gowalla-mini"])
-    half = load_config(overrides=["data.name=gowalla-mini", "train.eval_user_fraction=0.5"])
+    base = load_config(overrides=["data.name=gowalla-mini"], fast=False)
+    half = load_config(
+        overrides=["data.name=gowalla-mini", "train.eval_user_fraction=0.5"], fast=False
+    )
     # gowalla-mini's Θ0 cache key (format 2), pinned: a change of it retrains every cached Θ0; the
     # selection sample at 1.0 (every user) is the config without it
     assert pretrain_key(base, mini) == "7ef521b26e8c69a69f82"
-    same = load_config(overrides=["data.name=gowalla-mini", "train.eval_user_fraction=1.0"])
+    same = load_config(
+        overrides=["data.name=gowalla-mini", "train.eval_user_fraction=1.0"], fast=False
+    )
     assert same.hash() == base.hash()
     assert pretrain_key(half, mini) != pretrain_key(base, mini)  # another Θ0
     assert selection_users(base, mini) is None
@@ -122,7 +126,7 @@ def test_a_selection_sample_is_fixed_and_leaves_earlier_cache_keys_alone(mini: D
     assert np.isin(users, everyone).all() and np.all(np.diff(users) > 0)
     assert np.array_equal(users, selection_users(half, mini))  # the same users every run
     with pytest.raises(ConfigError, match="eval_user_fraction"):
-        load_config(overrides=["train.eval_user_fraction=0"])
+        load_config(overrides=["train.eval_user_fraction=0"], fast=False)
 
 
 def test_training_selects_on_the_sample_and_tests_on_everyone(tmp_path: Path) -> None:
@@ -134,7 +138,7 @@ def test_training_selects_on_the_sample_and_tests_on_everyone(tmp_path: Path) ->
         "train.max_steps=40",
         "train.eval_user_fraction=0.25",
     ]
-    res = run_train(load_config(overrides=over), tmp_path / "run", progress=False)
+    res = run_train(load_config(overrides=over, fast=False), tmp_path / "run", progress=False)
     ds = load_dataset("gowalla-mini")
     n_valid = validation_users(ds, 1.0, 0, "any").size
     assert res.valid.n_users_evaluated == round(0.25 * n_valid)
@@ -205,9 +209,9 @@ def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:
     assert auto_threads(gowalla, cores=2) == auto_threads(gowalla, cores=1) == 1
     before = torch.get_num_threads()
     try:
-        cfg = load_config(overrides=["data.name=gowalla-mini", "threads=2"])
+        cfg = load_config(overrides=["data.name=gowalla-mini", "threads=2"], fast=False)
         assert apply_run_threads(cfg, mini) == 2 == torch.get_num_threads()  # explicit wins
-        cfg = load_config(overrides=["data.name=gowalla-mini"])
+        cfg = load_config(overrides=["data.name=gowalla-mini"], fast=False)
         assert apply_run_threads(cfg, mini) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)

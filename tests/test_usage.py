@@ -119,10 +119,10 @@ def test_check_feasible_and_from_config() -> None:
         tight.check_feasible()  # 3 entities need 2 each
     assert e.value.error_type is BudgetErrorType.INFEASIBLE
     replace(tight, size_step=1).check_feasible()
-    cfg = load_config(overrides=["budget.sparsity=null", "budget.bytes=5000"])
+    cfg = load_config(overrides=["budget.sparsity=null", "budget.bytes=5000"], fast=False)
     b = ResolvedBudget.from_config(cfg.budget, 10, 20, 16, tables=1, size_step=1)
     assert b.params == params_for_bytes(5000, 10, 20, 16) and b.bytes == 5000
-    cfg = load_config(overrides=["budget.sparsity=0.8"])
+    cfg = load_config(overrides=["budget.sparsity=0.8"], fast=False)
     b = ResolvedBudget.from_config(cfg.budget, 10, 20, 16, tables=2)
     assert b.params == Budget(sparsity=0.8).resolve(2 * 30, 16) and b.bytes is None
 

@@ -221,7 +221,12 @@ def test_kcore_through_the_config(tmp_path: Path) -> None:
     rows = ["user,item"] + [f"{u},{i}" for u in range(5) for i in range(4)] + ["9,0", "5,77"]
     f = write(tmp_path / "k.csv", "\n".join(rows) + "\n")
     cfg = load_config(
-        overrides=[f"data.name={f}", "data.min_user_interactions=2", "data.min_item_interactions=2"]
+        overrides=[
+            f"data.name={f}",
+            "data.min_user_interactions=2",
+            "data.min_item_interactions=2",
+        ],
+        fast=False,
     )
     ds = load_configured(cfg.data)
     assert ds.n_users == 5 and ds.n_items == 4
@@ -233,12 +238,15 @@ def test_kcore_through_the_config(tmp_path: Path) -> None:
 
 def test_config_checks_the_data_keys() -> None:
     with pytest.raises(ConfigError, match="data.time_col"):
-        load_config(overrides=["data.protocol=temporal"])
+        load_config(overrides=["data.protocol=temporal"], fast=False)
     with pytest.raises(ConfigError, match="test_fraction"):
-        load_config(overrides=["data.test_fraction=0.7", "data.valid_fraction=0.3"])
+        load_config(overrides=["data.test_fraction=0.7", "data.valid_fraction=0.3"], fast=False)
     with pytest.raises(ConfigError, match="min_user_interactions"):
-        load_config(overrides=["data.min_user_interactions=-1"])
-    cfg = load_config(overrides=["data.protocol=leave-last-out", "data.time_col=ts"])
+        load_config(overrides=["data.min_user_interactions=-1"], fast=False)
+    cfg = load_config(overrides=["data.protocol=leave-last-out", "data.time_col=ts"], fast=False)
     data_changes = cfg.changes(("data",))
     assert data_changes == {"data.protocol": "leave-last-out", "data.time_col": "ts"}
-    assert load_config().hash() == load_config(overrides=["data.user_col=null"]).hash()
+    assert (
+        load_config(fast=False).hash()
+        == load_config(overrides=["data.user_col=null"], fast=False).hash()
+    )

@@ -51,7 +51,7 @@ Mutate = Callable[[dict[str, np.ndarray], dict[str, Any]], None]
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("safety")
-    cfg = load_config(overrides=[*RUN_SETTINGS, f"cache_dir={base / 'cache'}"])
+    cfg = load_config(overrides=[*RUN_SETTINGS, f"cache_dir={base / 'cache'}"], fast=False)
     loop.run_search(cfg, base / "run", progress=False)
     out = {}
     for label, fmt, dtype in [
@@ -60,7 +60,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("buckets", "buckets", "int8"),
     ]:
         out[label] = base / f"{label}.export"
-        export_run(base / "run", out[label], fmt=fmt, dtype=dtype)
+        export_run(base / "run", out[label], fmt=fmt, dtype=dtype, with_history=True)
+    # the layout without interaction history (graph backbones always carry theirs: MF here)
+    plain = [s for s in RUN_SETTINGS if not s.startswith("model.")] + ["model.name=mf"]
+    cfg = load_config(
+        overrides=[*plain, "model.d_max=8", f"cache_dir={base / 'cache'}"], fast=False
+    )
+    loop.run_search(cfg, base / "mf-run", progress=False)
+    out["plain"] = base / "plain.export"
+    export_run(base / "mf-run", out["plain"])
     return out
 
 
@@ -127,12 +135,12 @@ def test_random_bytes(tmp_path: Path, data: bytes, prefix: bytes) -> None:
     expect_export_error(p)
 
 
-@pytest.mark.parametrize("label", ["st", "npz", "buckets"])
+@pytest.mark.parametrize("label", ["st", "npz", "buckets", "plain"])
 def test_every_truncation_of_the_header_and_a_sample_of_the_data(
     files: dict[str, Path], tmp_path: Path, label: str
 ) -> None:
     blob = files[label].read_bytes()
-    head = 8 + struct.unpack("<Q", blob[:8])[0] if label == "st" else 4096
+    head = 8 + struct.unpack("<Q", blob[:8])[0] if label in ("st", "plain") else 4096
     n = len(blob)
     cuts = [*range(0, min(head + 64, n)), *range(head, n, 97), *range(n - 64, n)]
     p = tmp_path / "cut"
@@ -329,6 +337,43 @@ def _extra(t: dict[str, np.ndarray], _m: dict[str, Any]) -> None:
 
 
 CASES["extra tensor"] = (_extra, "no embudget export has")
+
+
+def _drop(name: str) -> Mutate:
+    def mutate(t: dict[str, np.ndarray], _m: dict[str, Any]) -> None:
+        del t[name]
+
+    return mutate
+
+
+CASES["history flag not a bool"] = (_set("history", value="yes"), "history must be true")
+CASES["graph model without history"] = (_set("history", value=False), "training graph")
+CASES["history tensors partly absent"] = (_drop("history.indices"), "history.indices")
+
+#: the same checks on the layout without history (an MF export)
+PLAIN_CASES: dict[str, tuple[Mutate, str]] = {
+    "history tensors without the flag": (
+        _tensor("sizes.user", lambda a: a),  # replaced below
+        "no embudget export has",
+    ),
+    "flag without the history tensors": (_set("history", value=True), "train.indptr"),
+    "history flag not a bool": (_set("history", value=1), "history must be true"),
+}
+
+
+def _add_history(t: dict[str, np.ndarray], m: dict[str, Any]) -> None:
+    t["train.indptr"] = np.zeros(m["n_users"] + 1, np.int64)
+    t["train.indices"] = np.zeros(0, np.int32)
+
+
+PLAIN_CASES["history tensors without the flag"] = (_add_history, "no embudget export has")
+
+
+@pytest.mark.parametrize("case", sorted(PLAIN_CASES))
+def test_crafted_layout_without_history(files: dict[str, Path], tmp_path: Path, case: str) -> None:
+    mutate, words = PLAIN_CASES[case]
+    err = expect_export_error(rewrite(files["plain"], tmp_path / "c", mutate))
+    assert words in str(err)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

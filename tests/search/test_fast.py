@@ -39,7 +39,7 @@ def test_fast_preset_is_applied_under_explicit_settings() -> None:
     cfg = load_config(overrides=["search.probe.steps=7"], fast=True)
     assert cfg.search.probe.steps == 7 and cfg.search.pretrain.mode == "nested"
     assert cfg.search.probe.lr == 0.005  # MF's backbone default survives the preset
-    assert load_config().search.pretrain.mode == "standard"  # faithful by default
+    assert load_config(fast=False).search.pretrain.mode == "standard"  # faithful by default
 
 
 def test_fast_preset_differs_by_backbone() -> None:
@@ -60,18 +60,18 @@ def test_fast_preset_differs_by_backbone() -> None:
     for name in ("mf", "ncf"):
         fast = load_config(overrides=[f"model.name={name}"], fast=True)
         assert fast.search.pretrain.mode == "nested"
-    assert load_config(overrides=["model.name=lightgcn"]).search.probe.steps is None
+    assert load_config(overrides=["model.name=lightgcn"], fast=False).search.probe.steps is None
 
 
 def test_fast_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="needs search.pretrain.mode=nested"):
-        load_config(overrides=["search.retrain.init=shared"])
+        load_config(overrides=["search.retrain.init=shared"], fast=False)
     with pytest.raises(ConfigError, match="nested_kept_min"):
         load_config(overrides=["search.pretrain.nested_kept_min=0"], fast=True)
     with pytest.raises(ConfigError, match="not one of"):
-        load_config(overrides=["search.predictor.update_mode=sometimes"])
+        load_config(overrides=["search.predictor.update_mode=sometimes"], fast=False)
     with pytest.raises(ConfigError, match="probe.steps"):
-        load_config(overrides=["search.probe.steps=-1"])
+        load_config(overrides=["search.probe.steps=-1"], fast=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_fast_search_end_to_end_resumes_and_respects_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = load_config(overrides=[*FAST, f"cache_dir={tmp_path / 'cache'}"], fast=True)
-    std = load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}"])
+    std = load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}"], fast=False)
     ds = load_dataset("gowalla-mini")
     assert pretrain_key(cfg, ds) != pretrain_key(std, ds)  # own cache entry
 
@@ -250,7 +250,7 @@ def test_warm_started_su_starts_from_the_nested_prefixes(tmp_path: Path) -> None
 
 
 def test_fast_settings_enter_the_hash_only_when_they_differ_from_the_defaults() -> None:
-    base = load_config().hash()
-    assert load_config(overrides=["search.retrain.patience=null"]).hash() == base
+    base = load_config(fast=False).hash()
+    assert load_config(overrides=["search.retrain.patience=null"], fast=False).hash() == base
     assert load_config(fast=True).hash() != base
-    assert load_config(overrides=["search.retrain.patience=1"]).hash() != base
+    assert load_config(overrides=["search.retrain.patience=1"], fast=False).hash() != base

@@ -36,7 +36,7 @@ SETTINGS = [
 
 
 def _cfg(tmp_path: Path, *extra: str) -> RunConfig:
-    return load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}", *extra])
+    return load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}", *extra], fast=False)
 
 
 def _read_history(run: Path) -> list[dict]:

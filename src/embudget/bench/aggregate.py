@@ -320,7 +320,7 @@ def table_deviations(results_dir: Path, runs: Sequence[Run]) -> dict[str, Any]:
     for r in runs:
         path = results_dir / r.run_dir / "config.yaml"
         if path.is_file():
-            per_run.append(deviations(load_config([path])))
+            per_run.append(deviations(load_config([path], fast=False)))
     seen: dict[str, list[Any]] = {}
     for dev in per_run:
         for k, v in dev.items():

@@ -157,7 +157,8 @@ def deviations(cfg: RunConfig) -> dict[str, Any]:
     """Procedure settings that differ from the faithful defaults (bet.md §14.7, with the
     backbone's defaults), as dotted keys."""
     ref = load_config(
-        updates={"model": {"name": cfg.model.name}, "search": {"method": cfg.search.method}}
+        updates={"model": {"name": cfg.model.name}, "search": {"method": cfg.search.method}},
+        fast=False,
     ).flat()
     out: dict[str, Any] = {}
     for key, v in cfg.flat().items():

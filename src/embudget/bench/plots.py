@@ -130,7 +130,7 @@ def write_sizes(table: Table, results_dir: Path, fig_dir: Path, Figure: Any) -> 
     if not picks:
         return None
     cfg_path = results_dir / picks[0][1].run_dir / "config.yaml"
-    ds = load_data(load_config([cfg_path]))
+    ds = load_data(load_config([cfg_path], fast=False))
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]

@@ -82,10 +82,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from embudget.deploy.export import export_run
 
     meta = export_run(
-        args.run_dir, args.out, fmt=args.format, dtype=args.dtype, overwrite=args.overwrite
+        args.run_dir,
+        args.out,
+        fmt=args.format,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        with_history=args.with_history,
     )
     b = meta["memory"]["bytes"]
-    print(f"wrote {args.out} ({meta['layout']}, {meta['dtype']}, {meta['model']['name']})")
+    hist = "with interaction history" if meta["history"] else "no interaction history"
+    print(f"wrote {args.out} ({meta['layout']}, {meta['dtype']}, {meta['model']['name']}, {hist})")
     print(
         f"tables {b['embedding']:,} B (values {b['values']:,}, index {b['index']:,}, "
         f"row meta {b['row_meta']:,}) = {b['fraction_of_dense_table']:.1%} of the dense "
@@ -98,7 +104,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from embudget.deploy.serve import Recommender, read_user_file
 
     users = args.user if args.user else read_user_file(args.users_file)
-    out = Recommender.load(args.path).recommend(users, k=args.k, exclude=args.exclude)
+    rec = Recommender.load(args.path)
+    exclude = args.exclude
+    if not rec.has_history and exclude != "none":
+        print(
+            "note: this table carries no interaction history; seen items are not excluded "
+            "(export with --with-history)",
+            file=sys.stderr,
+        )
+        exclude = "none"  # the note above replaces the library's warning
+    out = rec.recommend(users, k=args.k, exclude=exclude)
     for user, rank, item, score in out.rows():
         if args.json:
             print(json.dumps({"user": user, "rank": rank, "item": item, "score": score}))

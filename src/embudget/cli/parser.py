@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_export.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32")
     p_export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p_export.add_argument(
+        "--with-history",
+        action="store_true",
+        help="also store the training graph and every known interaction (needed by lightgcn "
+        "and ngcf, and by recommend to exclude seen items); without it the file holds no "
+        "interaction data",
+    )
 
     p_rec = sub.add_parser("recommend", help="top-k items for users of an exported table")
     p_rec.add_argument("path", help="file written by embudget export")

@@ -34,13 +34,15 @@ def load_config(
     overrides: Iterable[str] = (),
     base: RunConfig | None = None,
     updates: Mapping[str, Any] | None = None,
-    fast: bool | None = False,
+    fast: bool | None = None,
 ) -> RunConfig:
     """Resolve a :class:`RunConfig`: ``base`` (default: bet.md's defaults), the backbone's
     defaults, the fast preset when fast, then ``files``, ``updates`` and ``overrides``.
 
-    ``fast=None`` is the command line's default: fast mode for the backbones in
-    :data:`~embudget.config.FAST_BY_DEFAULT`, the faithful procedure for the others."""
+    ``fast=None`` (the default, as on the command line without ``--fast``/``--faithful``): fast
+    mode for the backbones in :data:`~embudget.config.FAST_BY_DEFAULT`, the faithful procedure
+    for the others. ``fast=False`` is bet.md's faithful procedure for every backbone,
+    ``fast=True`` the fast preset for every backbone."""
     files = list(files)
     overrides = list(overrides)
     start = base or RunConfig()

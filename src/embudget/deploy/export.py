@@ -3,6 +3,9 @@
 The file format, and :func:`load` that reads it back without unpickling, are in
 :mod:`embudget.deploy.formats` (re-exported here). The metadata's ``memory`` is the
 :class:`~embudget.budget.usage.Usage` of the exported tables in the exported dtype and layout.
+
+Interactions (``train.*``, ``history.*``) are written only with ``with_history=True``
+(``--with-history``): serving needs them to exclude seen items, and graph backbones need them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from embudget.deploy.formats import (
 from embudget.errors import ExportError, RunDirError
 from embudget.io import atomic_path
 from embudget.models.base import Backbone
+from embudget.models.registry import GRAPH_MODELS
 from embudget.tables.compact import is_compact, load_weights, to_compact
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,14 @@ def _table_names(model: nn.Module, tables: list[Any]) -> list[str]:
     return [by_id[id(t)] for t in tables]
 
 
+def _check_history(backbone: str, with_history: bool) -> None:
+    if not with_history and backbone in GRAPH_MODELS:
+        raise ExportError(
+            f"{backbone} propagates over the training graph when loaded, so its export must "
+            "carry the training interactions; export with --with-history (with_history=True)"
+        )
+
+
 def export_model(
     model: Backbone,
     out: str | Path,
@@ -150,6 +162,7 @@ def export_model(
     user_ids: np.ndarray,
     item_ids: np.ndarray,
     history: sp.csr_matrix | None = None,
+    with_history: bool = False,
     fmt: str = "safetensors",
     dtype: str = "fp32",
     options: dict[str, Any] | None = None,
@@ -160,9 +173,13 @@ def export_model(
     """Write ``model``'s tables (masked or compact), dense weights, graph and id maps to ``out``.
 
     Args:
-        train: the training interactions (the graph for LightGCN/NGCF).
+        train: the training interactions (the graph for LightGCN/NGCF); written only with
+            ``with_history``.
         user_ids, item_ids: raw-id maps.
-        history: interactions to exclude when serving (default: ``train``).
+        history: interactions to exclude when serving (default: ``train``); written only with
+            ``with_history``.
+        with_history: write ``train`` and ``history`` (needed by graph backbones and by serving
+            that excludes seen items); without it the file holds no interaction data.
         fmt: ``safetensors``, ``npz`` or ``buckets``.
         dtype: ``fp32``, ``fp16`` or ``int8`` (row-wise, per-row scale and bias).
         options: the backbone options (``build_model`` keyword arguments) to rebuild it.
@@ -171,7 +188,11 @@ def export_model(
 
     Returns:
         The metadata written.
+
+    Raises:
+        ExportError: a graph backbone exported without ``with_history``, or bad arguments.
     """
+    _check_history(model.name, with_history)
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if dtype not in EXPORT_DTYPES:
@@ -241,8 +262,9 @@ def export_model(
         arrs, kind = _ids(side, ids)
         tensors.update(arrs)
         id_kinds[side] = kind
-    tensors.update(_csr_arrays("train", train))
-    tensors.update(_csr_arrays("history", train if history is None else history))
+    if with_history:
+        tensors.update(_csr_arrays("train", train))
+        tensors.update(_csr_arrays("history", train if history is None else history))
     usage = Usage.of_sizes(
         sizes["user"],
         sizes["item"],
@@ -263,12 +285,16 @@ def export_model(
         "n_items": n_items,
         "tables": names,
         "ids": id_kinds,
+        "history": bool(with_history),
         "buckets": meta_buckets or None,
         "memory": usage.to_dict(),
         "embudget_version": __version__,
         "serving": (
             "compact ego tables + dense weights + training graph; load() rebuilds the backbone "
             "and graph models propagate once at load (dense N x d_max activations in memory)"
+            if with_history
+            else "compact ego tables + dense weights; no interaction history, so serving "
+            "cannot exclude items a user has seen"
         ),
         **(extra_meta or {}),
     }
@@ -304,11 +330,12 @@ def export_run(
     fmt: str = "safetensors",
     dtype: str = "fp32",
     overwrite: bool = False,
+    with_history: bool = False,
 ) -> dict[str, Any]:
     """Export the final model of a run directory (``embudget export RUN_DIR``).
 
-    The dataset is re-read from the run's config (for the training graph and the interactions
-    to exclude); its fingerprint must match the run's.
+    The dataset is re-read from the run's config (for the id maps and, with ``with_history``,
+    the training graph and the interactions to exclude); its fingerprint must match the run's.
     """
     from safetensors.torch import load_file
 
@@ -326,6 +353,7 @@ def export_run(
             "written by `embudget search` or `embudget train`"
         )
     cfg = read_run_config(run / "config.yaml")
+    _check_history(cfg.model.name, with_history)  # before the data is read
     result = RunResult.read(run / "results.json")
     dataset = load_data(cfg)
     if result.split_fingerprint != dataset.fingerprint():
@@ -357,6 +385,7 @@ def export_run(
         user_ids=dataset.user_ids,
         item_ids=dataset.item_ids,
         history=history,
+        with_history=with_history,
         fmt=fmt,
         dtype=dtype,
         options=model_options(cfg.model),

@@ -15,8 +15,10 @@ Precision: ``fp32`` (default), ``fp16``, or ``int8`` row-wise (uint8 codes, per-
 :class:`~embudget.budget.usage.Usage`.
 
 What serving needs. Every export also holds the dense backbone weights (``dense.<name>``,
-fp32: NGCF transforms, NCF MLP), the training graph (``train.indptr`` / ``train.indices``),
-all known interactions for exclusion (``history.*``) and the raw-id maps (``ids.*``).
+fp32: NGCF transforms, NCF MLP) and the raw-id maps (``ids.*``). Exports written with their
+history (metadata ``history: true``) also hold the training graph (``train.indptr`` /
+``train.indices``) and all known interactions for exclusion (``history.*``); without it the
+file holds no interaction data, and graph backbones cannot be exported that way.
 :func:`load` rebuilds the backbone around the *compact ego tables*: for MF and NCF that is the
 whole model; LightGCN and NGCF propagate once over the stored training graph at load, so the
 propagated user/item representations (dense, d_max or 4·d_max wide, N rows) exist only in
@@ -45,6 +47,7 @@ import torch
 
 from embudget.deploy.container import META_KEY, Container, open_container
 from embudget.deploy.validate import (
+    GRAPHS,
     bucket_spec,
     check_buckets,
     check_csr,
@@ -55,6 +58,7 @@ from embudget.deploy.validate import (
     check_sizes,
     check_spec,
     expected,
+    has_history,
 )
 from embudget.errors import EmbudgetError, ExportError
 from embudget.models import build_model
@@ -89,16 +93,18 @@ class Exported:
     Attributes:
         model: the backbone; ``model.scorer()`` gives full-ranking scores.
         user_ids, item_ids: raw ids, ``user_ids[index] == raw id``.
-        train: training interactions (the graph of LightGCN/NGCF), CSR (users × items).
-        history: every known interaction (train, valid and test), for exclusion in serving.
+        train: training interactions (the graph of LightGCN/NGCF), CSR (users × items);
+            None when the export holds no history.
+        history: every known interaction (train, valid and test), for exclusion in serving;
+            None when the export holds no history.
         meta: the JSON metadata.
     """
 
     model: Backbone
     user_ids: np.ndarray
     item_ids: np.ndarray
-    train: sp.csr_matrix
-    history: sp.csr_matrix
+    train: sp.csr_matrix | None
+    history: sp.csr_matrix | None
     meta: dict[str, Any]
 
 
@@ -205,7 +211,8 @@ def _read_checked(c: Container) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             widest = int(np.diff(arrays[f"ids.{side}.offsets"]).max(initial=0))
             if 4 * widest * sizes.size > 32 * c.size + 2**20:
                 raise ExportError(f"raw {side} ids up to {widest} bytes long are refused")
-    for g in ("train", "history"):
+    graphs = GRAPHS if has_history(meta) else ()
+    for g in graphs:
         check_offsets(read(f"{g}.indptr"), None, length(f"{g}.indices"), f"{g}.indptr")
     check_spec(c.entries, spec)
     unknown = sorted(set(c.entries) - set(spec))
@@ -215,7 +222,7 @@ def _read_checked(c: Container) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         read(name)
     if checksum(arrays) != meta["sha256"]:
         raise ExportError("corrupted: its checksum does not match; export it again")
-    for g in ("train", "history"):
+    for g in graphs:
         check_csr(arrays[f"{g}.indptr"], arrays[f"{g}.indices"], ni, g)
     check_finite(arrays)
     return arrays, meta
@@ -277,9 +284,10 @@ def _decode_bucketed(
 def _assemble(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Exported:
     nu, ni = meta["n_users"], meta["n_items"]
     d = meta["model"]["d_max"]
-    train = _csr(arrays, "train", (nu, ni))
-    history = _csr(arrays, "history", (nu, ni))
-    model = _build(meta, train)
+    train = history = None
+    if has_history(meta):
+        train, history = _csr(arrays, "train", (nu, ni)), _csr(arrays, "history", (nu, ni))
+    model = _build(meta, sp.csr_matrix((nu, ni), dtype=np.float32) if train is None else train)
     dense = {
         k[len("dense.") :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("dense.")
     }

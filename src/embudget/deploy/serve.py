@@ -1,9 +1,11 @@
 """Top-k recommendations from an exported table (``embudget recommend``).
 
-Items a user already interacted with are excluded. The export stores every known interaction of
-the dataset (train, valid and test splits: ``history``), so by default nothing the user has
-seen comes back; ``exclude="train"`` excludes only the training interactions (what the model was
-fitted on), ``exclude="none"`` nothing.
+Items a user already interacted with are excluded. An export written with its history
+(``embudget export --with-history``) stores every known interaction of the dataset (train, valid
+and test splits: ``history``), so by default nothing the user has seen comes back;
+``exclude="train"`` excludes only the training interactions (what the model was fitted on),
+``exclude="none"`` nothing. An export without history cannot exclude anything: ``recommend``
+then ranks every item and logs a warning (:attr:`Recommender.has_history` tells beforehand).
 
 Example::
 
@@ -83,6 +85,11 @@ class Recommender:
         return cls(load(path), batch_users)
 
     @property
+    def has_history(self) -> bool:
+        """Whether the export holds the interactions that ``exclude`` removes."""
+        return self.exported.history is not None
+
+    @property
     def n_items(self) -> int:
         return int(self.exported.item_ids.size)
 
@@ -141,6 +148,11 @@ class Recommender:
             "train": self.exported.train,
             "none": None,
         }[exclude]
+        if exclude != "none" and seen is None:
+            log.warning(
+                "this table carries no interaction history; seen items are not excluded "
+                "(export with --with-history)"
+            )
         k_eff = min(int(k), self.n_items)
         top_items = np.zeros((idx.size, k_eff), dtype=np.int64)
         top_scores = np.full((idx.size, k_eff), -np.inf, dtype=np.float32)

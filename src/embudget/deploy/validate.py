@@ -36,6 +36,8 @@ __all__ = [
 MAX_D = 2**15 - 1
 #: largest n_layers of a graph backbone accepted from a file (each layer is one propagation)
 MAX_LAYERS = 16
+#: the interaction graphs of an export written with its history
+GRAPHS = ("train", "history")
 #: largest user or item count (graph indices are stored as int32)
 MAX_ENTITIES = 2**31 - 1
 
@@ -68,7 +70,7 @@ def _dict(v: Any, what: str) -> dict[str, Any]:
 
 def check_meta(meta: Any, version: int, format_name: str, dtypes: tuple[str, ...]) -> None:
     """Types and bounds of every metadata field that loading uses."""
-    from embudget.models.registry import MODELS
+    from embudget.models.registry import GRAPH_MODELS, MODELS
 
     meta = _dict(meta, "")
     if meta.get("format") != format_name:
@@ -89,6 +91,10 @@ def check_meta(meta: Any, version: int, format_name: str, dtypes: tuple[str, ...
     if model.get("name") not in MODELS:
         raise ExportError(f"metadata model.name must be one of {sorted(MODELS)}")
     _int(model, "d_max", 1, MAX_D, "model.")
+    if not isinstance(meta.get("history", True), bool):
+        raise ExportError("metadata history must be true or false")
+    if not has_history(meta) and model["name"] in GRAPH_MODELS:
+        raise ExportError(f"a {model['name']} export must hold its training graph (history)")
     options = _dict(model.get("options"), "model.options")
     if "n_layers" in options:
         _int(options, "n_layers", 1, MAX_LAYERS, "model.options.")
@@ -108,6 +114,14 @@ def check_meta(meta: Any, version: int, format_name: str, dtypes: tuple[str, ...
             raise ExportError(f"metadata ids.{side} must be 'int' or 'str'")
     if not isinstance(meta.get("sha256"), str):
         raise ExportError("metadata sha256 is missing; export it again")
+
+
+def has_history(meta: dict[str, Any]) -> bool:
+    """Whether the export holds its interactions (``train.*`` and ``history.*``, all or none).
+
+    Exports written before the field existed always held them.
+    """
+    return meta.get("history", True) is True
 
 
 def expected(meta: dict[str, Any], dense: dict[str, tuple[int, ...]]) -> Spec:
@@ -134,7 +148,7 @@ def expected(meta: dict[str, Any], dense: dict[str, tuple[int, ...]]) -> Spec:
         else:
             spec[f"ids.{side}.utf8"] = (np.uint8, (None,))
             spec[f"ids.{side}.offsets"] = (np.int64, (n + 1,))
-    for g in ("train", "history"):
+    for g in GRAPHS if has_history(meta) else ():
         spec[f"{g}.indptr"] = (np.int64, (nu + 1,))
         spec[f"{g}.indices"] = (np.int32, (None,))
     return spec

@@ -101,7 +101,7 @@ def read_run_config(path: Path) -> RunConfig:
     except UnicodeDecodeError as e:
         raise DamagedFileError(path, f"not UTF-8 text: {e}", fix) from None
     try:
-        return load_config([path])
+        return load_config([path], fast=False)
     except ConfigError as e:
         raise DamagedFileError(path, f"not a valid config: {e}", fix) from None
 
