@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from embudget import __version__
-from embudget.budget.core import check_budget, check_feasible, repair
 from embudget.budget.usage import Usage, params_used
+from embudget.deploy.encode import (
+    bucket_sizes,
+    csr_arrays,
+    encode_dense,
+    encode_jagged,
+    ids_arrays,
+)
 from embudget.deploy.formats import (
     BUCKET_STEP,
     EXPORT_DTYPES,
@@ -52,93 +58,6 @@ __all__ = [
     "export_run",
     "load",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# bucketing (bet.md §14.3)
-# --------------------------------------------------------------------------------------------
-def bucket_sizes(
-    user_sizes: np.ndarray,
-    item_sizes: np.ndarray,
-    budget: int,
-    d_max: int,
-    step: int = BUCKET_STEP,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Round sizes to multiples of ``step`` without exceeding ``budget`` (per-entity params).
-
-    Sizes are rounded down, sizes below ``step`` raised to ``step`` (this adds parameters), then
-    :func:`~embudget.budget.core.repair` removes any excess in units of ``step`` with entity-index
-    priority.
-
-    Raises:
-        BudgetError: INFEASIBLE when budget < step · N.
-    """
-    us = np.asarray(user_sizes, dtype=np.int64)
-    vs = np.asarray(item_sizes, dtype=np.int64)
-    n = us.size + vs.size
-    top = (d_max // step) * step
-    check_feasible(budget, n, d_max, step)
-    s = np.concatenate([us, vs])
-    s = np.clip((s // step) * step, step, top)
-    s = repair(s, budget, np.arange(n), step=step)
-    out_u, out_v = s[: us.size], s[us.size :]
-    check_budget(out_u, out_v, budget, d_max, step)
-    return out_u, out_v
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-def _quantise(rows_min: np.ndarray, rows_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = ((rows_max - rows_min) / 255.0).astype(np.float32)
-    scale[scale == 0] = 1.0  # constant rows: every code is 0, value = bias
-    return scale, rows_min.astype(np.float32)
-
-
-def _encode_jagged(
-    values: np.ndarray, sizes: np.ndarray, offsets: np.ndarray, dtype: str
-) -> dict[str, np.ndarray]:
-    if dtype == "fp32":
-        return {"values": values.astype(np.float32)}
-    if dtype == "fp16":
-        return {"values": values.astype(np.float16)}
-    starts = offsets[:-1]
-    scale, bias = _quantise(
-        np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
-    )
-    rs, rb = np.repeat(scale, sizes), np.repeat(bias, sizes)
-    codes = np.clip(np.rint((values - rb) / rs), 0, 255).astype(np.uint8)
-    return {"values": codes, "scale": scale, "bias": bias}
-
-
-def _encode_dense(table: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
-    if dtype == "fp32":
-        return {"": table.astype(np.float32)}
-    if dtype == "fp16":
-        return {"": table.astype(np.float16)}
-    scale, bias = _quantise(table.min(axis=1), table.max(axis=1))
-    codes = np.clip(np.rint((table - bias[:, None]) / scale[:, None]), 0, 255).astype(np.uint8)
-    return {"": codes, ".scale": scale, ".bias": bias}
-
-
-def _ids(name: str, ids: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-    a = np.asarray(ids)
-    if a.dtype.kind in "iu":
-        return {f"ids.{name}": a.astype(np.int64)}, "int"
-    enc = [str(x).encode("utf-8") for x in a.tolist()]
-    lengths = np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    blob = np.frombuffer(b"".join(enc), dtype=np.uint8).copy()
-    return {f"ids.{name}.utf8": blob, f"ids.{name}.offsets": offsets}, "str"
-
-
-def _csr_arrays(name: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
-    m = sp.csr_matrix(m)
-    m.sort_indices()
-    return {
-        f"{name}.indptr": m.indptr.astype(np.int64),
-        f"{name}.indices": m.indices.astype(np.int32),
-    }
 
 
 def _table_names(model: nn.Module, tables: list[Any]) -> list[str]:
@@ -239,7 +158,7 @@ def export_model(
                 for b, dim in enumerate(dims.tolist()):  # one table per bucket (≤ d_max / 4)
                     rows = order[np.cumsum(counts)[b] - counts[b] : np.cumsum(counts)[b]]
                     block = full[rows, :dim]
-                    for suffix, arr in _encode_dense(block, dtype).items():
+                    for suffix, arr in encode_dense(block, dtype).items():
                         tensors[f"emb.{name}.bucket{dim}{suffix}"] = arr
             sizes[side] = new
     for side in SIDES:
@@ -250,7 +169,7 @@ def export_model(
             tensors[f"offsets.{side}"] = offsets
             mask = np.arange(d)[None, :] < s[:, None]
             for name, full in zip(names[side], padded[side], strict=True):
-                for key, arr in _encode_jagged(full[mask], s, offsets, dtype).items():
+                for key, arr in encode_jagged(full[mask], s, offsets, dtype).items():
                     tensors[f"emb.{name}.{key}"] = arr
     table_prefixes = tuple(f"{n}." for side in SIDES for n in names[side])
     for k, v in model.state_dict().items():
@@ -259,12 +178,12 @@ def export_model(
         tensors[f"dense.{k}"] = v.detach().cpu().float().numpy().copy()
     id_kinds = {}
     for side, ids in (("user", user_ids), ("item", item_ids)):
-        arrs, kind = _ids(side, ids)
+        arrs, kind = ids_arrays(side, ids)
         tensors.update(arrs)
         id_kinds[side] = kind
     if with_history:
-        tensors.update(_csr_arrays("train", train))
-        tensors.update(_csr_arrays("history", train if history is None else history))
+        tensors.update(csr_arrays("train", train))
+        tensors.update(csr_arrays("history", train if history is None else history))
     usage = Usage.of_sizes(
         sizes["user"],
         sizes["item"],
