@@ -340,6 +340,7 @@ def test_bom_in_lightgcn_text(tmp_path: Path) -> None:
 BAD_SETTINGS = [
     ("threads=-1", "threads"),
     ("threads=0", "threads"),
+    ("threads=100000", "threads"),
     ("seed=-1", "seed"),
     (f"seed={2**64}", "seed"),
     ("data.split_seed=-1", "data.split_seed"),
@@ -565,3 +566,17 @@ def test_a_config_file_that_is_not_utf8_or_is_a_directory_is_a_config_error(
         load_config([bad], fast=False)
     with pytest.raises(ConfigError, match="is a directory"):
         load_config([tmp_path], fast=False)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["budget.sparsity=1.5", "budget.sparsity=-0.1", "budget.sparsity=1.0", "device=tpu"],
+)
+def test_out_of_range_budget_and_unknown_devices_are_config_errors(setting: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(overrides=[setting])
+
+
+def test_kept_fraction_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="kept_fraction"):
+        load_config(overrides=["budget.sparsity=null", "budget.kept_fraction=1.5"])

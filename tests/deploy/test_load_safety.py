@@ -98,7 +98,8 @@ def rewrite(src: Path, dst: Path, mutate: Mutate, fix_checksum: bool = True) -> 
         meta = json.loads((f.metadata() or {})["embudget"])
     mutate(tensors, meta)
     if fix_checksum and isinstance(meta, dict):
-        meta["sha256"] = checksum(tensors)
+        covered = meta if meta.get("format_version") == 2 else None
+        meta["sha256"] = checksum(tensors, covered)
     save_file(tensors, str(dst), metadata={"embudget": json.dumps(meta)})
     return dst
 
@@ -534,3 +535,33 @@ def test_recommend_bad_arguments(
     bom.write_bytes(b"\xef\xbb\xbf0\n1\n")
     assert main(["recommend", path, "--users-file", str(bom), "-k", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_a_flipped_bit_in_the_metadata_fails_the_checksum(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    def touch(tensors: dict[str, Any], meta: Any) -> None:
+        meta["embudget_version"] = "9.9.9"
+
+    err = expect_export_error(rewrite(files["st"], tmp_path / "m", touch, fix_checksum=False))
+    assert "checksum" in str(err)
+
+
+def test_metadata_naming_another_container_or_a_non_object_memory_is_refused(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    def npz(tensors: dict[str, Any], meta: Any) -> None:
+        meta["container"] = "npz"
+
+    def memory(tensors: dict[str, Any], meta: Any) -> None:
+        meta["memory"] = "x"
+
+    assert "container" in str(expect_export_error(rewrite(files["st"], tmp_path / "a", npz)))
+    assert "memory" in str(expect_export_error(rewrite(files["st"], tmp_path / "b", memory)))
+
+
+def test_format_1_exports_still_load(files: dict[str, Path], tmp_path: Path) -> None:
+    def v1(tensors: dict[str, Any], meta: Any) -> None:
+        meta["format_version"] = 1
+
+    load(rewrite(files["st"], tmp_path / "v1", v1))  # its checksum covers the tensors only

@@ -7,6 +7,7 @@ and ``.inf`` as floats); :func:`check_for_dataset` adds the bounds that need the
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from embudget.config.choices import TIME_PROTOCOLS
@@ -21,6 +22,8 @@ K_LIMIT = 1000
 SEED_LIMIT = 2**63 - 1
 #: Most propagation layers of a graph backbone (bet.md uses 3).
 LAYERS_LIMIT = 64
+#: Most CPU threads (an unbounded count makes the OpenMP runtime fail to allocate its pool).
+THREADS_LIMIT = 1024
 
 #: Counts that must be at least 1.
 AT_LEAST_ONE = (
@@ -47,6 +50,8 @@ AT_LEAST_ONE_OR_NULL = (
 )
 #: Optional counts that may be 0 when given.
 AT_LEAST_ZERO_OR_NULL = ("search.probe.epochs", "search.probe.steps")
+#: cpu, cuda, cuda:N or auto (whether CUDA is there is checked when the run starts).
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:[0-9]{1,3})?")
 #: Integers with their inclusive range.
 BOUNDED_INTS = {
     "seed": (0, SEED_LIMIT),
@@ -91,6 +96,8 @@ def _ranges(flat: dict[str, Any]) -> None:
             raise ConfigError(
                 f"{key} must be at least 1 (or null for the default), got {flat[key]}"
             )
+    if flat["threads"] is not None and flat["threads"] > THREADS_LIMIT:
+        raise ConfigError(f"threads must be at most {THREADS_LIMIT}, got {flat['threads']}")
     for key in AT_LEAST_ZERO_OR_NULL:
         if flat[key] is not None and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
@@ -121,6 +128,16 @@ def _ranges(flat: dict[str, Any]) -> None:
         )
     if not str(flat["cache_dir"]).strip():
         raise ConfigError("cache_dir is empty; give a directory (default: cache)")
+    if not DEVICE_PATTERN.fullmatch(str(flat["device"])):
+        raise ConfigError(f"device {flat['device']!r} is not valid; use cpu, cuda, cuda:N or auto")
+    sparsity, kept = flat["budget.sparsity"], flat["budget.kept_fraction"]
+    if sparsity is not None and not 0.0 <= sparsity < 1.0:
+        raise ConfigError(
+            f"budget.sparsity must lie in [0, 1) (the share of the full table removed), got "
+            f"{sparsity}; e.g. 0.8 keeps 20 %"
+        )
+    if kept is not None and not 0.0 < kept <= 1.0:
+        raise ConfigError(f"budget.kept_fraction must lie in (0, 1], got {kept}; e.g. 0.2")
 
 
 def _data(d: DataConfig) -> None:

@@ -81,6 +81,11 @@ class Container:
         self.entries = entries
         self._zip: zipfile.ZipFile | None = zf
 
+    @property
+    def is_npz(self) -> bool:
+        """Whether the file is an ``npz`` archive (else safetensors)."""
+        return self._zip is not None
+
     def read(self, name: str) -> np.ndarray:
         """The tensor ``name`` (native byte order, writable), reading only its bytes."""
         e = self.entries[name]

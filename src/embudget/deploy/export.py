@@ -217,7 +217,7 @@ def export_model(
         ),
         **(extra_meta or {}),
     }
-    meta["sha256"] = checksum(tensors)
+    meta["sha256"] = checksum(tensors, meta)
     _write(out, tensors, meta, meta["container"])
     log.info("exported %s (%s, %s, %s) to %s", model.name, fmt, layout, dtype, out)
     return meta
@@ -256,9 +256,7 @@ def export_run(
     The dataset is re-read from the run's config (for the id maps and, with ``with_history``,
     the training graph and the interactions to exclude); its fingerprint must match the run's.
     """
-    from safetensors.torch import load_file
-
-    from embudget.io import load_npz
+    from embudget.io import load_npz, load_safetensors
     from embudget.pipeline.build import load_data, make_model, model_options, resolve_budget
     from embudget.pipeline.rundir import read_run_config
     from embudget.result import RunResult
@@ -284,10 +282,10 @@ def export_run(
     if (run / "sizes.npz").is_file():
         s = load_npz(run / "sizes.npz")
         model.set_sizes(s["user_sizes"], s["item_sizes"])
-    try:
-        state = load_file(str(run / "model.safetensors"), device="cpu")
-    except Exception as e:  # safetensors raises its own error types
-        raise ExportError(f"{run / 'model.safetensors'} cannot be read ({e}); re-run") from e
+    state = load_safetensors(
+        run / "model.safetensors",
+        fix="rerun the run into a new --out (or with --overwrite) to rewrite its model",
+    )
     load_weights(model, state)
     if not is_compact(model):
         to_compact(model)

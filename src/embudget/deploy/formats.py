@@ -37,6 +37,7 @@ Writing is :mod:`embudget.deploy.export`.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ __all__ = [
 FORMATS = ("safetensors", "npz", "buckets")
 EXPORT_DTYPES = ("fp32", "fp16", "int8")
 FORMAT_NAME = "embudget-export"
-FORMAT_VERSION = 1
+#: 2: the checksum covers the metadata too (a flipped bit in it no longer loads); 1 is still read
+FORMAT_VERSION = 2
 BUCKET_STEP = 4
 SIDES = ("user", "item")
 
@@ -108,13 +110,17 @@ class Exported:
     meta: dict[str, Any]
 
 
-def checksum(tensors: dict[str, np.ndarray]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+def checksum(tensors: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order, then (format 2)
+    over the metadata as canonical JSON without its ``sha256`` field."""
     h = hashlib.sha256()
     for k in sorted(tensors):
         a = np.ascontiguousarray(tensors[k])
         h.update(f"{k}|{a.dtype.str}|{a.shape};".encode())
         h.update(a.tobytes())
+    if meta is not None:
+        rest = {k: v for k, v in meta.items() if k != "sha256"}
+        h.update(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
 
@@ -164,6 +170,11 @@ def _build(meta: dict[str, Any], train: sp.csr_matrix) -> Backbone:
 def _read_checked(c: Container) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     meta = c.meta
     check_meta(meta, FORMAT_VERSION, FORMAT_NAME, EXPORT_DTYPES)
+    kind = "npz" if c.is_npz else "safetensors"
+    if meta.get("container", kind) != kind:
+        raise ExportError(
+            f"metadata says container {meta.get('container')!r} but the file is {kind}"
+        )
     nu, ni, d = meta["n_users"], meta["n_items"], meta["model"]["d_max"]
     spec = expected(meta, {})
     check_spec(c.entries, spec)  # n_users and n_items are now bounded by the stored lengths
@@ -220,7 +231,8 @@ def _read_checked(c: Container) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise ExportError(f"the file holds tensors no embudget export has: {unknown[:5]}")
     for name in sorted(spec):
         read(name)
-    if checksum(arrays) != meta["sha256"]:
+    covered = meta if meta["format_version"] >= 2 else None
+    if checksum(arrays, covered) != meta["sha256"]:
         raise ExportError("corrupted: its checksum does not match; export it again")
     for g in graphs:
         check_csr(arrays[f"{g}.indptr"], arrays[f"{g}.indices"], ni, g)

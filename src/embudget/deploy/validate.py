@@ -114,6 +114,8 @@ def check_meta(meta: Any, version: int, format_name: str, dtypes: tuple[str, ...
             raise ExportError(f"metadata ids.{side} must be 'int' or 'str'")
     if not isinstance(meta.get("sha256"), str):
         raise ExportError("metadata sha256 is missing; export it again")
+    if "memory" in meta and not isinstance(meta["memory"], dict):
+        raise ExportError("metadata memory must be an object (the table's usage)")
 
 
 def has_history(meta: dict[str, Any]) -> bool:
