@@ -580,3 +580,10 @@ def test_out_of_range_budget_and_unknown_devices_are_config_errors(setting: str)
 def test_kept_fraction_out_of_range_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="kept_fraction"):
         load_config(overrides=["budget.sparsity=null", "budget.kept_fraction=1.5"])
+
+
+def test_negative_lastfm_ids_are_refused_like_lightgcn_ones(tmp_path: Path) -> None:
+    f = tmp_path / "data1.txt"
+    f.write_text("1\t2\t5\n-10\t3\t1\n")
+    with pytest.raises(DataFormatError, match="negative user id -10"):
+        read_lastfm(f)

@@ -225,6 +225,14 @@ def read_lastfm(path: PathLike) -> RawInteractions:
     t = _read_table(path, "\t", header=False, ncols=(2, 3))
     users = _int_column(t, 0, "user")
     items = _int_column(t, 1, "item")
+    for what, ids in (("user", users), ("item", items)):
+        bad = np.flatnonzero(ids < 0)
+        if bad.size:  # the format's ids are 1-based counts, as in LightGCN's text format
+            raise DataFormatError(
+                f"negative {what} id {int(ids[bad[0]])}; Last.fm ids must be >= 0",
+                t.path,
+                int(t.lines[bad[0]]),
+            )
     return RawInteractions(users=users, items=items, path=t.path, sha256=t.sha256)
 
 
