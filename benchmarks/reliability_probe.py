@@ -60,6 +60,24 @@ EMB = (
 )
 PY = str(VENV / "python") if (VENV / "python").exists() else sys.executable
 MINI = REPO / "src" / "embudget" / "datasets" / "gowalla-mini"
+#: A training run long enough to be killed mid-way (validations every 20 of 2,000 steps).
+LONG_TRAIN = [
+    *EMB,
+    "train",
+    "--dataset",
+    "gowalla-mini",
+    "--model",
+    "mf",
+    "--out",
+    "run",
+    "--set",
+    "train.max_steps=2000",
+    "--set",
+    "train.eval_every_steps=20",
+    "--set",
+    "model.d_max=16",
+    "--no-progress",
+]
 AS_CAP = 4 << 30
 RSS_LIMIT_MB = 2048.0
 TINY = [
@@ -1138,23 +1156,7 @@ class Probe:
             tmpl[st] = d
         dtrain = self.work / "tmpl-train"
         run(
-            [
-                *EMB,
-                "train",
-                "--dataset",
-                "gowalla-mini",
-                "--model",
-                "mf",
-                "--out",
-                "run",
-                "--set",
-                "train.max_steps=2000",
-                "--set",
-                "train.eval_every_steps=20",
-                "--set",
-                "model.d_max=16",
-                "--no-progress",
-            ],
+            LONG_TRAIN,
             dtrain,
             timeout=600,
             kill_when=lambda: nlines(dtrain / "run" / "metrics.jsonl") >= 3,
@@ -1182,24 +1184,7 @@ class Probe:
             p.write_bytes(bytes(b))
 
         search_resume = [*EMB, "search", *KILLSET, "--out", "run", "--resume"]
-        train_resume = [
-            *EMB,
-            "train",
-            "--dataset",
-            "gowalla-mini",
-            "--model",
-            "mf",
-            "--out",
-            "run",
-            "--set",
-            "train.max_steps=2000",
-            "--set",
-            "train.eval_every_steps=20",
-            "--set",
-            "model.d_max=16",
-            "--no-progress",
-            "--resume",
-        ]
+        train_resume = [*LONG_TRAIN, "--resume"]
         export = [*EMB, "export", "run", "--out", "x.safetensors"]
         cases: list[tuple[str, Path, Callable[[Path], object], list[str], str]] = [
             (

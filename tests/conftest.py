@@ -13,7 +13,7 @@ temporary directories. During the tests
   dataset that is not shipped (``lastfm``, ``ml-100k``, ``yelp2018``), raises
   :class:`OutsideDataError` instead of loading;
 - opening any file under the repository's sibling ``shared/`` folder, or under any other
-  ``shared/data`` folder outside the test's temporary directory, raises the same error (an audit
+  shared data folder outside the test's temporary directory, raises the same error (an audit
   hook on ``open``, so it also catches reads that bypass ``load_dataset``).
 """
 

@@ -197,7 +197,7 @@ def test_search_path_is_the_variable_then_the_working_directory(
     ]  # nothing relative to where the package is installed
     monkeypatch.delenv("EMBUDGET_DATA")
     shutil.copytree(FIX / "lightgcn", tmp_path / "shared" / "data" / "mini")
-    assert load_dataset("mini").n_interactions == 12  # found in ../shared/data
+    assert load_dataset("mini").n_interactions == 12  # found in the parent of the working directory
     shutil.copytree(FIX / "lightgcn", work / "shared" / "data" / "mini")
     assert resolve_dataset("mini") == ("mini", work / "shared" / "data" / "mini")  # ./ first
 
