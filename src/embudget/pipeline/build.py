@@ -17,6 +17,7 @@ from embudget.data.dataset import Dataset
 from embudget.data.load import load_configured
 from embudget.models import build_model
 from embudget.models.base import Backbone
+from embudget.models.registry import GRAPH_MODELS
 from embudget.seeds import int_seed, torch_generator
 from embudget.training.evaluate import EvalResult
 from embudget.training.fit import FitResult, SizesAt, fit, validate, validation_users
@@ -64,7 +65,7 @@ def model_options(mc: ModelConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if mc.reg is not None:
         opts["reg"] = mc.reg
-    if mc.name in ("lightgcn", "ngcf"):
+    if mc.name in GRAPH_MODELS:  # propagation layers
         opts["n_layers"] = mc.n_layers
     if mc.name == "ngcf":
         opts["node_dropout"] = mc.node_dropout

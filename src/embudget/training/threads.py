@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from embudget.models.registry import GRAPH_MODELS
+
 if TYPE_CHECKING:
     from embudget.config import RunConfig
     from embudget.data.dataset import Dataset
 
 #: Floats touched per step (:func:`step_work`) per thread: below it one thread.
 WORK_PER_THREAD = 5e8
-
-_GRAPH_MODELS = ("lightgcn", "ngcf")
 
 
 def step_work(
@@ -53,7 +53,7 @@ def step_work(
     """
     rows = n_users + n_items
     work = 30.0 * batch_users * d_max + 6.0 * rows * d_max
-    if model in _GRAPH_MODELS:
+    if model in GRAPH_MODELS:
         work += 2.0 * n_layers * (2.0 * nnz + rows) * d_max
     if model == "ncf":
         work *= 2.0
