@@ -83,6 +83,7 @@ AFTER_FORMAT_1 = (
     "data.min_item_interactions",
     "data.test_fraction",
     "data.valid_fraction",
+    "search.probes_per_iteration",
 )
 
 
@@ -91,10 +92,11 @@ def legacy_document(cfg: RunConfig) -> dict[str, Any]:
     doc = cfg.to_dict()
     for key in AFTER_FORMAT_1:
         section, name = key.split(".")
-        doc[section].pop(name, None)
+        if section != "search":  # the search section is rebuilt below
+            doc[section].pop(name, None)
     search: dict[str, Any] = {}
     for key, value in cfg.flat().items():
-        if key.startswith("search."):
+        if key.startswith("search.") and key not in AFTER_FORMAT_1:
             search[_OLD_NAME.get(key, key).removeprefix("search.")] = value
     doc["search"] = search
     return doc

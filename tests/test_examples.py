@@ -44,3 +44,22 @@ def test_your_own_data_quick(tmp_path: Path) -> None:
     with open_container(tmp_path / "table.safetensors") as c:  # exported without history
         assert c.meta["history"] is False
         assert not any(n.startswith(("train.", "history.")) for n in c.entries)
+
+
+@pytest.mark.slow
+def test_two_tower_quick() -> None:
+    out = run_example("two_tower.py", "--quick")
+    lines = {m: re.search(rf"^{m}: (.*)$", out, re.M) for m in ("bet", "su")}
+    assert all(lines.values()), out
+    budgets = set()
+    for line in lines.values():
+        assert line is not None
+        found = re.search(r"params used ([\d,]+) <= budget ([\d,]+) \(True\)", line.group(1))
+        assert found, out
+        used, limit = (int(g.replace(",", "")) for g in found.groups())
+        assert 0 < used <= limit
+        budgets.add(limit)
+        for split in ("validation", "test"):
+            score = re.search(rf"{split} recall@20 (\d\.\d+)", line.group(1))
+            assert score and 0.0 < float(score.group(1)) <= 1.0, out
+    assert len(budgets) == 1  # both methods at the same budget

@@ -6,10 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["BudgetedEmbedding", "__version__", "load"]
+__all__ = [
+    "BudgetedEmbedding",
+    "SearchOptions",
+    "__version__",
+    "load",
+    "register_backbone",
+    "search_sizes",
+]
 
 if TYPE_CHECKING:
     from embudget.deploy.export import load
+    from embudget.models.registry import register_backbone
+    from embudget.pipeline.custom import SearchOptions, search_sizes
     from embudget.tables.budgeted import BudgetedEmbedding
 
 
@@ -23,4 +32,12 @@ def __getattr__(name: str) -> Any:
         from embudget.tables.budgeted import BudgetedEmbedding
 
         return BudgetedEmbedding
+    if name in ("search_sizes", "SearchOptions"):
+        from embudget.pipeline import custom
+
+        return getattr(custom, name)
+    if name == "register_backbone":
+        from embudget.models.registry import register_backbone
+
+        return register_backbone
     raise AttributeError(f"module 'embudget' has no attribute {name!r}")

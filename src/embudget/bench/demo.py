@@ -57,25 +57,48 @@ def run_demo(
     return rows
 
 
-def format_table(rows: Sequence[RunResult]) -> str:
-    """A small Markdown table: test Recall@20, NDCG@20, parameters used / budget, time."""
+def paired_p(out: str | Path, method: str, baseline: str, metric: str) -> float:
+    """Two-sided paired t-test p of ``out/<method>`` against ``out/<baseline>`` on a per-user
+    test metric (protocol.md §8), over the users both runs evaluated."""
+    from embudget.bench.stats import align_per_user, paired_ttest
+    from embudget.io import load_npz
+
+    a, b = (load_npz(Path(out) / m / "per_user_test.npz") for m in (method, baseline))
+    _, va, vb = align_per_user(a["users"], a[metric], b["users"], b[metric])
+    return paired_ttest(va, vb)["p"]
+
+
+def format_table(rows: Sequence[RunResult], out: str | Path | None = None) -> str:
+    """A small Markdown table: test Recall@20, NDCG@20, parameters used / budget, time, and
+    (given the demo's ``out``) the paired p-value of each budgeted method against SU."""
+    with_p = out is not None and any(r.method == "su" for r in rows)
+    head = "| method | test Recall@20 | test NDCG@20 | params used / budget | seconds |"
     lines = [
-        "| method | test Recall@20 | test NDCG@20 | params used / budget | seconds |",
-        "|---|---:|---:|---:|---:|",
+        head + (" p vs SU (R@20 / N@20) |" if with_p else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if with_p else ""),
     ]
     for r in rows:
         u, t = r.usage, r.timing
         budget = f"{u.params_budget:,}" if r.budgeted else "unbudgeted"
         seconds = t.pretrain + t.search + t.retrain
-        lines.append(
+        line = (
             f"| {r.method} | {r.test.get('recall@20'):.4f} | {r.test.get('ndcg@20'):.4f} "
             f"| {u.params:,} / {budget} | {seconds:.0f} |"
         )
+        if with_p:
+            assert out is not None
+            p = ""
+            if r.budgeted and r.method not in (None, "su"):
+                ps = (paired_p(out, str(r.method), "su", m) for m in ("recall@20", "ndcg@20"))
+                p = " / ".join(f"{v:.2g}" for v in ps)
+            line += f" {p} |"
+        lines.append(line)
     if rows:
         r = rows[0]
         lines.append("")
         lines.append(
             f"{r.dataset} ({r.protocol} protocol), {r.backbone}, seed {r.seed}, "
-            f"sparsity {rows[-1].sparsity}; test metrics of the model chosen on validation."
+            f"sparsity {rows[-1].sparsity}; test metrics of the model chosen on validation"
+            + ("; p: two-sided paired t-test over test users." if with_p else ".")
         )
     return "\n".join(lines)

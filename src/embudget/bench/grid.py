@@ -10,7 +10,9 @@ unfinished run directory is resumed (``resume=True``), so a kill loses at most t
 cell's unfinished search iteration or training. Several ``bench`` processes may share one
 results directory (one per core, say): each cell is claimed with a lock file next to its run
 directory, a process skips the cells another one holds, and ``results.jsonl`` is only written
-under its own lock. The full-size model is one cell per
+under its own lock. Inside :func:`embudget.search.parallel.ray_workers` (``--workers``) the
+cells run as Ray tasks with the same claims and appends (:mod:`embudget.bench.ray_grid`).
+The full-size model is one cell per
 (dataset, backbone, seed), whatever the sparsities. Cheap cells (full, su, sr) run first; the
 pretrained full-size model they cache is reused by the search cells.
 
@@ -27,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from embudget.bench.cells import (
     CELL_KEYS,
@@ -41,8 +43,10 @@ from embudget.bench.cells import (
     preset,
 )
 from embudget.bench.records import RESULTS_FILE, SCHEMA, load_results, result_records
+from embudget.config import RunConfig
 from embudget.io import file_lock, write_text
 from embudget.pipeline.run import run_search
+from embudget.search.parallel import active_pool
 
 __all__ = [
     "CELL_KEYS",
@@ -51,6 +55,7 @@ __all__ = [
     "RESULTS_FILE",
     "SCHEMA",
     "Cell",
+    "CellOutcome",
     "GridSummary",
     "Settings",
     "cell_config",
@@ -59,6 +64,7 @@ __all__ = [
     "load_results",
     "preset",
     "result_records",
+    "run_cell",
     "run_grid",
 ]
 
@@ -85,6 +91,52 @@ def _append_cell(path: Path, lines: list[dict[str, Any]]) -> None:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What became of one cell: ``ran`` now (with its records), ``skipped`` (another process
+    finished it meanwhile) or ``busy`` (another process holds it)."""
+
+    status: Literal["ran", "skipped", "busy"]
+    lines: tuple[dict[str, Any], ...] = ()
+
+
+def run_cell(cell: Cell, cfg: RunConfig, out: Path, label: str, progress: bool) -> CellOutcome:
+    """Run one cell into ``out`` and append its records, if no other process holds or has
+    finished it (see the module docstring); ``label`` names it in the log."""
+    h = cfg.hash()
+    results_path = out / RESULTS_FILE
+    run_dir = out / "runs" / f"{cell.cell_id}-{h[:8]}"
+    with file_lock(run_dir.with_name(run_dir.name + ".lock"), wait=False) as mine:
+        if not mine:
+            log.info("%s: running in another process, skipped", label)
+            return CellOutcome("busy")
+        # another process may have finished it since this one started
+        records = _tidy_results(results_path, rewrite=False)
+        if (cell.cell_id, h) in {(r["cell_id"], r["config_hash"]) for r in records}:
+            log.info("%s: done, skipped", label)
+            return CellOutcome("skipped")
+        started = (run_dir / "config.yaml").is_file()
+        log.info("%s: %s", label, "resuming" if started else "starting")
+        tc = time.perf_counter()
+        res = run_search(
+            cfg,
+            run_dir,
+            resume=started,
+            overwrite=not started,  # a dir without config.yaml holds no usable state
+            progress=progress,
+        )
+        lines = result_records(cell, cfg, res, str(run_dir.relative_to(out)))
+        _append_cell(results_path, lines)
+    log.info(
+        "%s: finished in %.0fs, params %d, test recall@20 %.4f",
+        label,
+        time.perf_counter() - tc,
+        res.usage.params,
+        res.test.get("recall@20"),
+    )
+    return CellOutcome("ran", tuple(lines))
 
 
 @dataclass
@@ -134,47 +186,21 @@ def run_grid(
     busy: list[str] = []
     log.info("grid: %d cells, %d already in %s", len(cells), len(done), results_path)
     n = len(cells)
+    pending: list[tuple[str, Cell, RunConfig]] = []
     for i, (cell, cfg) in enumerate(zip(cells, configs, strict=True), 1):
-        h = cfg.hash()
-        if (cell.cell_id, h) in done:
+        if (cell.cell_id, cfg.hash()) in done:
             skipped.append(cell.cell_id)
             log.info("cell %d/%d %s: done, skipped", i, n, cell.cell_id)
-            continue
-        run_dir = out / "runs" / f"{cell.cell_id}-{h[:8]}"
-        with file_lock(run_dir.with_name(run_dir.name + ".lock"), wait=False) as mine:
-            if not mine:
-                busy.append(cell.cell_id)
-                log.info("cell %d/%d %s: running in another process, skipped", i, n, cell.cell_id)
-                continue
-            # another process may have finished it since this one started
-            records = _tidy_results(results_path, rewrite=False)
-            done = {(r["cell_id"], r["config_hash"]) for r in records}
-            if (cell.cell_id, h) in done:
-                skipped.append(cell.cell_id)
-                log.info("cell %d/%d %s: done, skipped", i, n, cell.cell_id)
-                continue
-            started = (run_dir / "config.yaml").is_file()
-            log.info("cell %d/%d %s: %s", i, n, cell.cell_id, "resuming" if started else "starting")
-            tc = time.perf_counter()
-            res = run_search(
-                cfg,
-                run_dir,
-                resume=started,
-                overwrite=not started,  # a dir without config.yaml holds no usable state
-                progress=progress,
-            )
-            lines = result_records(cell, cfg, res, str(run_dir.relative_to(out)))
-            _append_cell(results_path, lines)
-        records.extend(lines)
-        done.add((cell.cell_id, h))
-        ran.append(cell.cell_id)
-        log.info(
-            "cell %d/%d %s: finished in %.0fs, params %d, test recall@20 %.4f",
-            i,
-            n,
-            cell.cell_id,
-            time.perf_counter() - tc,
-            res.usage.params,
-            res.test.get("recall@20"),
-        )
+        else:
+            pending.append((f"cell {i}/{n} {cell.cell_id}", cell, cfg))
+    outcomes: Iterable[CellOutcome]
+    if active_pool() is not None:  # inside search.parallel.ray_workers: cells as Ray tasks
+        from embudget.bench.ray_grid import run_cells
+
+        outcomes = run_cells(pending, out)
+    else:
+        outcomes = (run_cell(cell, cfg, out, label, progress) for label, cell, cfg in pending)
+    for (_, cell, _), outcome in zip(pending, outcomes, strict=True):
+        {"ran": ran, "skipped": skipped, "busy": busy}[outcome.status].append(cell.cell_id)
+    records = _tidy_results(results_path, rewrite=False)
     return GridSummary(ran, skipped, busy, records, time.perf_counter() - t0)

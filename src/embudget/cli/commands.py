@@ -6,6 +6,7 @@ Each command imports what it needs when it runs, so the parser and ``--help`` st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -89,8 +90,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         with_history=args.with_history,
     )
-    b = meta["memory"]["bytes"]
     hist = "with interaction history" if meta["history"] else "no interaction history"
+    if args.format == "torchrec":
+        n = sum(len(t) for side in meta["tables"].values() for t in side.values())
+        print(f"wrote {args.out} (TorchRec package, {n} tables, {meta['model']['name']}, {hist})")
+        print(
+            f"tables {meta['memory']['bytes']:,} B fp32; {meta['padding']['zero_values']:,} "
+            "zero values pad sizes to multiples of 4"
+        )
+        return 0
+    b = meta["memory"]["bytes"]
     print(f"wrote {args.out} ({meta['layout']}, {meta['dtype']}, {meta['model']['name']}, {hist})")
     print(
         f"tables {b['embedding']:,} B (values {b['values']:,}, index {b['index']:,}, "
@@ -122,13 +131,28 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def ray_context(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """Ray workers for the command when --workers or --ray-address is given, else nothing."""
+    workers, address = getattr(args, "workers", None), getattr(args, "ray_address", None)
+    if workers is None and address is None:
+        return contextlib.nullcontext()
+    from embudget.search.parallel import ray_workers
+
+    return ray_workers(workers, address)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from embudget.pipeline.run import run_search
 
     cfg = resolve_config(args)
-    res = run_search(
-        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress
-    )
+    with ray_context(args):
+        res = run_search(
+            cfg,
+            args.out,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
     u = res.usage
     budget = f"{u.params_budget:,}" if res.budgeted else "unbudgeted"
     print(f"run directory: {args.out}")
@@ -157,7 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         fast=args.fast,
         progress=not args.no_progress,
     )
-    print(format_table(rows))
+    print(format_table(rows, args.out))
     return 0
 
 
@@ -170,16 +194,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         updates = {**(updates or {}), "data": data_updates(args)}
     settings = Settings(tuple(args.config), tuple(args.set), updates, fast=args.fast)
     try:
-        summary = run_grid(
-            settings,
-            args.out,
-            datasets=args.datasets,
-            models=args.models,
-            methods=args.methods,
-            sparsities=args.sparsities,
-            seeds=args.seeds,
-            progress=not args.no_progress,
-        )
+        with ray_context(args):
+            summary = run_grid(
+                settings,
+                args.out,
+                datasets=args.datasets,
+                models=args.models,
+                methods=args.methods,
+                sparsities=args.sparsities,
+                seeds=args.seeds,
+                progress=not args.no_progress,
+            )
     except KeyboardInterrupt:
         print(
             "interrupted; rerun the same embudget bench command to resume "
@@ -197,9 +222,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from embudget.errors import ConfigError
+
+    if args.paper and args.plot:
+        raise ConfigError("--plot draws a results directory's figures; run it without --paper")
+    if args.paper:
+        from embudget.bench.paper import paper_report
+        from embudget.io import write_text
+
+        paper = paper_report(args.results_dir)
+        if args.out:
+            write_text(args.out, paper.markdown)
+            print(f"paper table: {args.out} ({len(paper.rows)} rows)")
+        else:
+            print(paper.markdown, end="")
+        return 0
     from embudget.bench.report import write_report
 
-    rep = write_report(args.results_dir, args.out, plot=args.plot)
+    if len(args.results_dir) != 1:
+        raise ConfigError("give one results directory (several are read with --paper only)")
+    rep = write_report(args.results_dir[0], args.out, plot=args.plot)
     for note in rep.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"report: {rep.path} ({len(rep.tables)} tables, {len(rep.figures)} figure files)")
@@ -233,6 +275,39 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from embudget.data.fetch import REMOTE_DATASETS, fetch_dataset
+    from embudget.data.locate import FETCH_DIR, data_search_path, fetch_dir
+    from embudget.errors import ConfigError
+
+    if args.list:
+        for spec in REMOTE_DATASETS.values():
+            urls = " ".join(u for d in spec.downloads for u in d.urls)
+            print(f"{spec.name}\n  {spec.origin}\n  licence: {spec.licence}\n  from: {urls}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"name a dataset to fetch: {', '.join(REMOTE_DATASETS)} (or --list)")
+    res = fetch_dataset(
+        args.name, args.cache_dir or FETCH_DIR, force=args.force, timeout=args.timeout
+    )
+    if res.downloaded:
+        print(f"fetched {res.name} into {res.path} ({res.bytes_downloaded:,} bytes downloaded)")
+    else:
+        print(
+            f"{res.name} is already in {res.path}; its files match SHA256SUMS (--force refetches)"
+        )
+    print(f"licence: {REMOTE_DATASETS[res.name].licence}")
+    looked_in = [p.resolve() for p in [*data_search_path(), fetch_dir()]]
+    if res.path.parent.resolve() in looked_in:
+        print(f"use it by name: --dataset {res.name}")
+    else:
+        print(
+            f"use it with --dataset {res.path}, or by name after "
+            f"export EMBUDGET_DATA={res.path.parent.resolve()}"
+        )
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from embudget.config import is_fast, load_config, preset_layers, to_commented_yaml
 
@@ -259,5 +334,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "recommend": cmd_recommend,
     "data stats": cmd_data_stats,
+    "data fetch": cmd_data_fetch,
     "config show": cmd_config_show,
 }

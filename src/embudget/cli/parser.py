@@ -120,6 +120,32 @@ def _add_mode_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number like 2: {e}") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
+    return n
+
+
+def _add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--workers / --ray-address (search.parallel; needs the ray extra)."""
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help=f"run {what} on N Ray workers (a local Ray with N CPUs; with --ray-address, "
+        "N of the cluster's); needs pip install 'embudget[ray]'",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help=f"run {what} on the Ray cluster at ADDR (e.g. auto, host:6379, ray://host:10001)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``embudget`` argument parser: one subcommand per entry of
     :data:`embudget.cli.commands.COMMANDS` (``data stats`` and ``config show`` nested)."""
@@ -145,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="budget in bytes of values + index (storage: --set budget.dtype/budget.layout)",
     )
+    _add_ray_options(p_search, "the probes (search.probes_per_iteration at once)")
 
     p_demo = sub.add_parser(
         "demo", help="full model, SU and BET at one budget on the shipped data (minutes, 2 CPUs)"
@@ -172,17 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p_bench)
     _add_mode_options(p_bench)
     p_bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_ray_options(p_bench, "the cells as Ray tasks")
 
     p_report = sub.add_parser("report", help="Markdown tables (and plots) from a results dir")
-    p_report.add_argument("results_dir", help="directory written by embudget bench")
-    p_report.add_argument("--out", help="Markdown file (default RESULTS_DIR/report.md)")
+    p_report.add_argument(
+        "results_dir",
+        nargs="+",
+        help="directory written by embudget bench (--paper: any number of results dirs, "
+        "results.jsonl files, folders holding them, or glob patterns)",
+    )
+    p_report.add_argument(
+        "--out", help="Markdown file (default RESULTS_DIR/report.md; --paper: standard output)"
+    )
     p_report.add_argument("--plot", action="store_true", help="also draw PNGs (needs matplotlib)")
+    p_report.add_argument(
+        "--paper",
+        action="store_true",
+        help="one table of the BET paper's Table 1 cells that were run: ours beside the "
+        "paper's figures, ratios, p vs SU and the reductions that apply",
+    )
 
     p_export = sub.add_parser("export", help="write a run's compact tables to one file")
     p_export.add_argument("run_dir", help="run directory written by embudget search/train")
-    p_export.add_argument("--out", required=True, help="file to write")
     p_export.add_argument(
-        "--format", choices=["safetensors", "npz", "buckets"], default="safetensors"
+        "--out", required=True, help="file to write (a directory with --format torchrec)"
+    )
+    p_export.add_argument(
+        "--format", choices=["safetensors", "npz", "buckets", "torchrec"], default="safetensors"
     )
     p_export.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32")
     p_export.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -213,6 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_stats.add_argument("--min-user-interactions", type=int, default=0, help="k-core: users")
     p_stats.add_argument("--min-item-interactions", type=int, default=0, help="k-core: items")
     p_stats.add_argument("--json", action="store_true", help="print JSON")
+    p_fetch = data_sub.add_parser(
+        "fetch", help="download a public dataset (sha256-checked) so --dataset NAME finds it"
+    )
+    p_fetch.add_argument("name", nargs="?", help="ml-1m, yelp2018, amazon-book or lastfm")
+    p_fetch.add_argument(
+        "--cache-dir",
+        help="folder to put NAME/ in (default ./cache/data, where --dataset NAME looks; "
+        "elsewhere: set EMBUDGET_DATA to it)",
+    )
+    p_fetch.add_argument("--force", action="store_true", help="download again, replacing NAME/")
+    p_fetch.add_argument("--timeout", type=float, default=60.0, help="seconds per connection")
+    p_fetch.add_argument(
+        "--list", action="store_true", help="the fetchable datasets, their sources and licences"
+    )
 
     p_config = sub.add_parser("config", help="configuration utilities")
     config_sub = p_config.add_subparsers(dest="subcommand", required=True)

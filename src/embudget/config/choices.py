@@ -22,7 +22,10 @@ __all__ = [
     "TIME_PROTOCOLS",
     "SplitProtocol",
     "UpdateMode",
+    "accepted",
+    "add_choice",
     "choices",
+    "remove_choice",
 ]
 
 #: The search method (bet.md §5) or baseline (bet.md §9) of a run, in the order grids run and
@@ -59,3 +62,28 @@ def choices(alias: Any) -> tuple[str, ...]:
     if typing.get_origin(alias) is not Literal or not args:
         raise TypeError(f"{alias!r} is not a Literal type")
     return tuple(str(a) for a in args)
+
+
+#: Values a Literal accepts beyond its own, added at run time by registries (a backbone added
+#: with ``embudget.register_backbone`` becomes a valid ``model.name``), keyed by the alias.
+_ADDED: dict[Any, list[str]] = {}
+
+
+def accepted(alias: Any) -> tuple[str, ...]:
+    """What the config loader accepts for a ``Literal`` setting: :func:`choices` and the values
+    added with :func:`add_choice`."""
+    return choices(alias) + tuple(_ADDED.get(alias, ()))
+
+
+def add_choice(alias: Any, value: str) -> None:
+    """Accept ``value`` for the ``Literal`` ``alias`` from now on (a registry's new name)."""
+    choices(alias)  # a Literal, or TypeError
+    if value not in accepted(alias):
+        _ADDED.setdefault(alias, []).append(value)
+
+
+def remove_choice(alias: Any, value: str) -> None:
+    """Undo :func:`add_choice` (a value the ``Literal`` itself lists stays)."""
+    added = _ADDED.get(alias, [])
+    if value in added:
+        added.remove(value)

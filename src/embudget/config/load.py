@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from embudget.config.choices import accepted
 from embudget.config.legacy import LEGACY_KEYS
 from embudget.config.presets import is_fast, load_preset, preset_layers
 from embudget.config.schema import RunConfig
@@ -160,7 +161,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return the converted value."""
     origin = typing.get_origin(tp)
     if origin is Literal:
-        allowed = typing.get_args(tp)
+        allowed = accepted(tp)  # with names registered at run time (register_backbone)
         if isinstance(value, str) and value in allowed:
             return value
         raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(str, allowed))}")

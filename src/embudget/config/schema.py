@@ -144,6 +144,7 @@ class RetrainConfig:
 class SearchConfig:
     method: Method = "bet"
     iterations: int = 50
+    probes_per_iteration: int = 1
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)

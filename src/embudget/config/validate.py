@@ -34,6 +34,7 @@ AT_LEAST_ONE = (
     "train.max_steps",
     "search.iterations",
     "search.sampler.candidates",
+    "search.probes_per_iteration",
     "search.sampler.max_attempts",
     "search.sampler.size_step",
     "search.probe.lr_decay_every",

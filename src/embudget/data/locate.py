@@ -3,8 +3,10 @@
 ``resolve_dataset("gowalla")`` finds the gzipped copy shipped in ``embudget/datasets/gowalla``
 (likewise ``gowalla-mini``). Other names (``lastfm``, ``ml-100k``, ``yelp2018`` or any folder
 name) are looked up as ``<dir>/<name>`` in :func:`data_search_path`: ``$EMBUDGET_DATA``, then
-``./shared/data`` and ``../shared/data`` of the working directory. A path may be a
-directory (format detected from its files) or a single file (format from its extension).
+``./shared/data`` and ``../shared/data`` of the working directory, then ``./cache/data``
+(:func:`fetch_dir`, where ``embudget data fetch`` puts what it downloads;
+:mod:`embudget.data.fetch`). A path may be a directory (format detected from its files) or a
+single file (format from its extension).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ KNOWN_DATASETS: dict[str, str] = {
 #: Datasets shipped inside the package (``embudget/datasets/<name>``).
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "datasets"
 SHIPPED_DATASETS = ("gowalla", "gowalla-mini")
+#: Where ``embudget data fetch`` puts datasets by default, relative to the working directory
+#: (the ``data`` folder of the default ``cache_dir``).
+FETCH_DIR = Path("cache") / "data"
 _EXPECTED_FILES = (
     "train.txt + test.txt (lightgcn), data1.txt + test1.txt (lastfm), "
     "one *.inter (recbole), ratings.dat or ratings.csv (movielens); each may be .gz"
@@ -50,6 +55,12 @@ def data_search_path() -> list[Path]:
         if d not in seen:
             seen.append(d)
     return seen
+
+
+def fetch_dir() -> Path:
+    """The folder ``embudget data fetch`` writes to by default and names are looked up in
+    last: ``./cache/data`` of the working directory."""
+    return Path.cwd() / FETCH_DIR
 
 
 def absolute_dataset_path(name: str) -> str:
@@ -81,14 +92,17 @@ def resolve_dataset(name_or_path: str | Path) -> tuple[str, Path]:
         return str(name_or_path), p
     name = str(name_or_path)
     if isinstance(name_or_path, str) and os.sep not in name and "/" not in name:
-        for d in data_search_path():
+        for d in [*data_search_path(), fetch_dir()]:
             if (d / name).is_dir():
                 return name, d / name
-    search = ", ".join(str(d) for d in data_search_path())
+    from embudget.data.remote import REMOTE_DATASETS
+
+    search = ", ".join(str(d) for d in [*data_search_path(), fetch_dir()])
     raise DataFormatError(
         f"unknown dataset {name!r}: not an existing path and not found as a folder in the data "
         f"search path [{search}]. Known names: {', '.join(KNOWN_DATASETS)}. Pass a path, or set "
-        "EMBUDGET_DATA to the folder that holds the dataset folder."
+        "EMBUDGET_DATA to the folder that holds the dataset folder; `embudget data fetch NAME` "
+        f"downloads {', '.join(REMOTE_DATASETS)} into {FETCH_DIR}."
     )
 
 

@@ -99,7 +99,8 @@ def export_model(
             ``with_history``.
         with_history: write ``train`` and ``history`` (needed by graph backbones and by serving
             that excludes seen items); without it the file holds no interaction data.
-        fmt: ``safetensors``, ``npz`` or ``buckets``.
+        fmt: ``safetensors``, ``npz``, ``buckets`` or ``torchrec`` (a directory: one TorchRec
+            table per size bucket, :mod:`embudget.deploy.torchrec`).
         dtype: ``fp32``, ``fp16`` or ``int8`` (row-wise, per-row scale and bias).
         options: the backbone options (``build_model`` keyword arguments) to rebuild it.
         bucket_budget: per-entity parameter budget that the bucketed sizes must respect
@@ -112,6 +113,22 @@ def export_model(
         ExportError: a graph backbone exported without ``with_history``, or bad arguments.
     """
     _check_history(model.name, with_history)
+    if fmt == "torchrec":  # a directory of TorchRec files (embudget.deploy.torchrec)
+        from embudget.deploy.torchrec import export_torchrec
+
+        return export_torchrec(
+            model,
+            out,
+            train=train,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            history=history,
+            with_history=with_history,
+            dtype=dtype,
+            options=options,
+            extra_meta=extra_meta,
+            overwrite=overwrite,
+        )
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if dtype not in EXPORT_DTYPES:

@@ -16,22 +16,24 @@ from torch import nn
 
 from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
 from embudget.models.graph import SparseAdjacency
+from embudget.models.ngcf_layer import bi_interaction, keep_mask
 from embudget.tables.sized import SizedEmbedding
 
 
 class MessageDropout(nn.Module):
-    """Inverted dropout on a dense tensor, active only in training mode."""
+    """Message dropout's keep mask, drawn only in training mode (rate ``p``)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = float(p)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def keep(
+        self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        """A boolean keep mask, or ``None`` when dropout is off (evaluation or p = 0)."""
         if not self.training or self.p == 0.0:
-            return x
-        # In-place compare/scale on the uniform draws: one float mask, no extra passes over x.
-        mask = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x * mask.ge_(self.p).mul_(1.0 / (1.0 - self.p))
+            return None
+        return keep_mask(shape, self.p, generator, device)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -160,12 +162,14 @@ class NGCF(Backbone):
         e = self.ego()
         gen = self._generator(e.device)
         values = self.node_dropout(self.graph, gen)
+        a = self.graph.tensor(values)
+        a_t = self.graph.tensor_t(values) if torch.is_grad_enabled() else None
+        p = self.mess_dropout.p
         out = [e]
         for k in range(self.n_layers):
-            side = self.graph(e, values)
+            keep = self.mess_dropout.keep(tuple(e.shape), e.device, gen)
             bias = self.b_gc[k] + self.b_bi[k]
-            h = torch.addmm(torch.addmm(bias, side, self.w_gc[k]), e * side, self.w_bi[k])
-            e = self.mess_dropout(F.leaky_relu(h, 0.2), gen)
+            e = bi_interaction(e, a, a_t, self.w_gc[k], self.w_bi[k], bias, keep, p)
             out.append(e)
         return out
 

@@ -20,6 +20,7 @@ from embudget.pipeline.build import PRETRAIN_STREAM, fit_model, make_model
 from embudget.search.actions import RankAssignment
 from embudget.search.nested import NestedSizes
 from embudget.seeds import int_seed
+from embudget.training.distributed import Group, current
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,15 @@ def pretrain(
     cfg: RunConfig, dataset: Dataset, device: torch.device, progress: bool = False
 ) -> Pretrained:
     """Θ0: the full-size backbone trained to convergence (every prefix trained, when nested),
-    loaded from the cache when present."""
+    loaded from the cache when present. Under torchrun (P > 1) every rank trains and rank 0
+    alone writes the cache; the others then read it."""
     cache = Path(cfg.cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
     key = pretrain_key(cfg, dataset)
     path = cache / f"pretrain-{cfg.model.name}-{key}.pt"
+    group = current(device)
+    if group is not None and not group.is_main:
+        return _follow_pretrain(cfg, dataset, device, path, key, group)
+    cache.mkdir(parents=True, exist_ok=True)
     # one process trains a given Θ0; another that needs it (a second `bench` sharing the
     # cache) waits for it and loads the result, instead of training it again beside it
     lock = path.with_suffix(".lock")
@@ -90,7 +95,33 @@ def pretrain(
         if not free:
             log.info("another process is pretraining %s; waiting for it", path.name)
     with file_lock(lock):
-        return _load_or_pretrain(cfg, dataset, device, path, key, progress)
+        return _load_or_pretrain(cfg, dataset, device, path, key, progress, group)
+
+
+def _follow_pretrain(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, path: Path, key: str, group: Group
+) -> Pretrained:
+    """Θ0 on a rank other than 0: train it beside rank 0 unless rank 0 found it cached, then
+    read what rank 0 wrote."""
+    if not group.broadcast_value(0.0):
+        model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
+        fit_model(
+            cfg,
+            model,
+            dataset,
+            PRETRAIN_STREAM,
+            checkpoint=path.with_suffix(".ckpt.pt"),
+            progress=False,
+            desc=f"pretrain {cfg.model.name}",
+            sizes_at=nested_sizes(cfg, dataset),
+        )
+        group.barrier()  # rank 0 has written the cache entry
+    pre = _load_cached(path, key, device)
+    if pre is None:
+        raise DamagedFileError(
+            path, "rank 0's Θ0 cannot be read here", "every rank must see the same cache_dir"
+        )
+    return pre
 
 
 def checksum_path(path: Path) -> Path:
@@ -128,9 +159,17 @@ def _load_cached(path: Path, key: str, device: torch.device) -> Pretrained | Non
 
 
 def _load_or_pretrain(
-    cfg: RunConfig, dataset: Dataset, device: torch.device, path: Path, key: str, progress: bool
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    path: Path,
+    key: str,
+    progress: bool,
+    group: Group | None = None,
 ) -> Pretrained:
     cached = _load_cached(path, key, device)
+    if group is not None:  # the other ranks train beside this one unless it is cached
+        group.broadcast_value(float(cached is not None))
     if cached is not None:
         return cached
     checksum_path(path).unlink(missing_ok=True)  # a rebuilt entry is valid only when complete
@@ -159,4 +198,6 @@ def _load_or_pretrain(
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     write_json(checksum_path(path), {"sha256": digest, "bytes": path.stat().st_size, "key": key})
     checkpoint.unlink(missing_ok=True)
+    if group is not None:
+        group.barrier()  # the others read the entry now
     return Pretrained(state, valid, fr.seconds, False)

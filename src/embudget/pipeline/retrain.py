@@ -26,6 +26,7 @@ from embudget.pipeline.rundir import save_weights
 from embudget.result import Chosen
 from embudget.search.proposers import Candidate
 from embudget.tables.compact import compact_pays, load_weights, to_compact
+from embudget.training.distributed import Group, current
 from embudget.training.evaluate import EvalResult
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ LOG_FILE = "retrain.jsonl"
 @dataclass
 class Trained:
     model: Backbone
-    valid: EvalResult
+    valid: EvalResult | None  # None on ranks other than 0 (training.distributed)
     seconds: float
     best_step: int
 
@@ -81,8 +82,10 @@ def train_sizes(
         desc=stream,
         validate_first=init is not None and s.retrain.validate_first,
     )
-    assert fr.valid is not None
-    if checkpoint is not None:
+    group = current(device)
+    main = group is None or group.is_main
+    assert fr.valid is not None or not main
+    if checkpoint is not None and main:
         checkpoint.unlink(missing_ok=True)
     return Trained(model, fr.valid, fr.seconds, fr.best_step)
 
@@ -129,13 +132,20 @@ def retrain(
     resume: bool,
     progress: bool,
     init: dict[str, torch.Tensor] | None = None,
-) -> Retrained:
+) -> Retrained | None:
     """Retrain every candidate (from scratch, or from ``init`` truncated); choose by validation
     quality, the first on a tie (bet.md §7.3).
+
+    Under torchrun (P > 1) every rank retrains beside rank 0, which alone chooses, writes and
+    returns; the others return None.
 
     Raises:
         BudgetError: a candidate's sizes exceed ``per_entity`` (VIOLATED: an internal bug).
     """
+    group = current(device)
+    if group is not None and not group.is_main:
+        _follow_retrain(cfg, dataset, device, run, candidates, per_entity, group, init)
+        return None
     done_path = run.file(LOG_FILE)
     done = _finished(done_path, resume)
     seconds = sum(float(d["seconds"]) for d in done.values())
@@ -143,7 +153,10 @@ def retrain(
     for c in candidates:
         check_budget(c.user_sizes, c.item_sizes, per_entity, cfg.model.d_max)
         weights = run.file(f"{c.name}.safetensors")
-        if c.name in done and weights.is_file():
+        finished = c.name in done and weights.is_file()
+        if group is not None:  # the other ranks skip it too, or retrain it beside this one
+            group.broadcast_value(float(finished))
+        if finished:
             q = float(done[c.name]["valid"]["quality"])
         else:
             tr = train_sizes(
@@ -158,6 +171,7 @@ def retrain(
                 init,
             )
             save_weights(tr.model, weights)
+            assert tr.valid is not None
             q = float(tr.valid.means["quality"])
             means = {k: float(v) for k, v in tr.valid.means.items()}
             rec = {
@@ -181,3 +195,23 @@ def retrain(
     load_weights(model, state)  # compact or masked, as it was trained
     valid = evaluate_model(cfg, model, dataset, "valid")
     return Retrained(model, valid, Chosen(c.name, q), seconds)
+
+
+def _follow_retrain(
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    run: RunDir,
+    candidates: tuple[Candidate, ...],
+    per_entity: int,
+    group: Group,
+    init: dict[str, torch.Tensor] | None,
+) -> None:
+    """:func:`retrain` on a rank other than 0: the candidates rank 0 has not finished, trained
+    beside it (reading, never writing, their checkpoints)."""
+    for c in candidates:
+        check_budget(c.user_sizes, c.item_sizes, per_entity, cfg.model.d_max)
+        if group.broadcast_value(0.0):
+            continue  # finished before a resume
+        ckpt = run.file(f"{c.name}.ckpt.pt")
+        train_sizes(cfg, dataset, device, c.user_sizes, c.item_sizes, c.name, ckpt, False, init)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
+import numpy as np
 import torch
 
 from embudget import __version__
@@ -30,7 +31,7 @@ from embudget.budget.usage import Usage
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
 from embudget.errors import RunDirError
-from embudget.io import RunDir, append_jsonl, file_lock, write_text
+from embudget.io import RunDir, append_jsonl, file_lock, resolve_device, write_text
 from embudget.pipeline.build import (
     PRETRAIN_STREAM,
     evaluate_model,
@@ -52,8 +53,11 @@ from embudget.pipeline.rundir import (
 from embudget.result import RESULTS_FILE, Chosen, Kind, RunResult, Timing, Training
 from embudget.search.actions import RankAssignment
 from embudget.search.loop import STATE_FILE
-from embudget.search.proposers import ProposalContext, proposer_for
+from embudget.search.proposers import Candidate, Proposal, ProposalContext, proposer_for
 from embudget.tables.compact import is_compact
+from embudget.training import distributed
+from embudget.training.distributed import Group
+from embudget.training.threads import apply_run_threads
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +84,102 @@ def run(
         RunDirError: ``out`` holds files (without ``overwrite``/``resume``), or another run,
             or another process is running in it.
         BudgetError: the budget cannot be met (INFEASIBLE), before any training.
+
+    Under ``torchrun --nproc_per_node=P`` (P > 1) every process runs this with the same
+    arguments: all train (:mod:`embudget.training.distributed`), rank 0 alone searches, writes
+    and keeps the run's lock, and the others return the ``results.json`` it wrote.
     """
     if kind == "search":
         proposer_for(cfg.search.method)  # an unknown method fails before the directory is made
-    rundir, finished = open_run(cfg, out, overwrite, resume, kind)
+    group = _join(cfg)
+    if group is not None and not group.is_main:
+        return _follow(cfg, Path(out), kind, resume, group)
+    try:
+        rundir, finished = open_run(cfg, out, overwrite, resume, kind)
+    except BaseException:
+        _tell(group, _FAILED)
+        raise
     if finished is not None:
+        _tell(group, _FINISHED)
         return finished
     # held while the run lasts: another run into this directory is refused (open_run), and
     # the operating system drops it however this process ends
     with file_lock(rundir.file("run.log"), wait=False) as mine:
+        _tell(group, _OPENED if mine else _FAILED)
         if not mine:
             raise RunDirError(f"{rundir.path} is in use by another running embudget process")
         handler = rundir.attach_log()
         try:
             if kind == "train":
-                return _train(cfg, rundir, resume, progress)
-            return _search(cfg, rundir, resume, progress)
+                result = _train(cfg, rundir, resume, progress, group)
+            else:
+                result = _search(cfg, rundir, resume, progress, group)
         except BaseException as e:  # for the run's log (the caller reports the error itself)
             log.info("run stopped by %s: %s", type(e).__name__, e)
             raise
         finally:
             RunDir.detach_log(handler)
+    assert result is not None
+    if group is not None:
+        group.barrier()  # results.json is written: the other ranks read it
+    return result
+
+
+#: what rank 0 tells the other ranks about the run directory
+_FAILED, _FINISHED, _OPENED = -1.0, 1.0, 2.0
+
+
+def _join(cfg: RunConfig) -> Group | None:
+    """The process group under torchrun with P > 1 (joined here), else None."""
+    if distributed.world_size() <= 1:
+        return None
+    return distributed.current(distributed.local_device(resolve_device(cfg.device)))
+
+
+def _tell(group: Group | None, state: float) -> None:
+    if group is not None:
+        group.broadcast_value(state)
+
+
+def _follow(cfg: RunConfig, out: Path, kind: Kind, resume: bool, group: Group) -> RunResult:
+    """:func:`run` on a rank other than 0: train beside rank 0, then read its result."""
+    state = group.broadcast_value(0.0)
+    if state == _FAILED:
+        raise RunDirError(f"rank 0 could not run in {out}; its error says why")
+    if state == _OPENED:
+        if kind == "train":
+            _train(cfg, RunDir(out), resume, False, group)
+        else:
+            _search(cfg, RunDir(out), resume, False, group)
+        group.barrier()
+    return RunResult.read(out / RESULTS_FILE)
+
+
+def _start(cfg: RunConfig, rundir: RunDir, dataset: Dataset, main: bool) -> torch.device:
+    """``start_run`` (runtime settings; writes the config and environment) on rank 0; the
+    same settings, writing nothing, on the others."""
+    if main:
+        device = start_run(cfg, rundir, dataset)
+    else:
+        apply_run_threads(cfg, dataset)
+        device = resolve_device(cfg.device)
+    return distributed.local_device(device)
+
+
+def _shared(group: Group, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+    """Rank 0's candidates on every rank (the other ranks search nothing)."""
+    arrays = [
+        a
+        for c in candidates
+        for a in (np.frombuffer(c.name.encode(), np.uint8), c.user_sizes, c.item_sizes)
+    ]
+    got = group.broadcast_arrays(arrays if group.is_main else None)
+    if group.is_main:
+        return candidates
+    return tuple(
+        Candidate(got[i].astype(np.uint8).tobytes().decode(), got[i + 1], got[i + 2])
+        for i in range(0, len(got), 3)
+    )
 
 
 class RunOptions(TypedDict, total=False):
@@ -136,12 +215,15 @@ def _identity(cfg: RunConfig, dataset: Dataset, device: torch.device) -> dict[st
     }
 
 
-def _search(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> RunResult:
+def _search(
+    cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool, group: Group | None = None
+) -> RunResult | None:
+    main = group is None or group.is_main
     proposer = proposer_for(cfg.search.method)
     t_start = time.perf_counter()
     dataset = load_data(cfg)
     t_data = time.perf_counter() - t_start
-    device = start_run(cfg, rundir, dataset)
+    device = _start(cfg, rundir, dataset, main)
     budget = resolve_budget(cfg, dataset)
     if proposer.budgeted:  # fail before any training, with the ways out
         budget.check_feasible()
@@ -167,7 +249,10 @@ def _search(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> Run
         resume=resume,
         progress=progress,
     )
-    proposal = proposer.propose(ctx)
+    proposal: Proposal | None = proposer.propose(ctx) if main else None  # rank 0 searches
+    candidates = () if proposal is None else proposal.candidates
+    if group is not None and proposer.budgeted:
+        candidates = _shared(group, candidates)
 
     retrain_seconds = 0.0
     if proposer.budgeted:
@@ -177,19 +262,24 @@ def _search(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> Run
             dataset,
             device,
             rundir,
-            proposal.candidates,
+            candidates,
             budget.per_entity,
             resume,
             progress,
             init,
         )
+        if r is None:  # another rank than 0: rank 0 finishes the run
+            return None
         model, valid, chosen, retrain_seconds = r.model, r.valid, r.chosen, r.seconds
     else:  # Θ0 itself: the unbudgeted reference
+        if not main:
+            return None
         assert theta0 is not None
         model = make_model(cfg, dataset, device, PRETRAIN_STREAM)
         model.load_state_dict(theta0.state)
         valid = evaluate_model(cfg, model, dataset, "valid")
         chosen = Chosen(proposer.method)
+    assert proposal is not None
     us, vs = model_sizes(model)
     if proposer.budgeted:
         check_budget(us, vs, budget.per_entity, cfg.model.d_max)
@@ -229,17 +319,20 @@ def _search(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> Run
     return result
 
 
-def _train(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> RunResult:
+def _train(
+    cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool, group: Group | None = None
+) -> RunResult | None:
+    main = group is None or group.is_main
     t_start = time.perf_counter()
     ds = load_data(cfg)
     t_data = time.perf_counter() - t_start
-    device = start_run(cfg, rundir, ds)
+    device = _start(cfg, rundir, ds, main)
     log.info("data %s: %s (%.1fs)", ds.name, ds.stats(), t_data)
     # The same streams as the search's pretraining, so `train` and `search --method full`
     # produce the same model for the same config and seed.
     model = make_model(cfg, ds, device, PRETRAIN_STREAM)
     metrics_path = rundir.file("metrics.jsonl")
-    if not resume and metrics_path.exists():
+    if main and not resume and metrics_path.exists():
         metrics_path.unlink()
     fr = fit_model(
         cfg,
@@ -251,6 +344,8 @@ def _train(cfg: RunConfig, rundir: RunDir, resume: bool, progress: bool) -> RunR
         on_eval=lambda rec: append_jsonl(metrics_path, rec),
         desc=f"train {cfg.model.name}",
     )
+    if not main:
+        return None  # rank 0 evaluates and writes
     assert fr.valid is not None
     # The appends above stream progress; a kill between an append and the checkpoint can
     # repeat a line on resume, so the final file is rewritten from the fit's history.

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,71 @@ def probe_steps(cfg: RunConfig, dataset: Dataset) -> int:
     return epochs * math.ceil(dataset.train.nnz / cfg.train.batch_users)
 
 
-class Searcher:
+class ActionSearcher(ABC):
+    """What :func:`search` drives: the sampler, the rank assignment, Q0, the predictor and its
+    trainer, the selection rule (bet.md §5) and a probe that measures one action's fitness.
+
+    :class:`Searcher` probes a built-in backbone on its dataset; a user's model is probed by
+    :class:`embudget.search.custom.ModelSearcher` with the user's loss and evaluation.
+
+    Args:
+        cfg: the search settings (iterations, candidates, predictor updates, seed); its hash
+            keys the saved search state.
+        sampler: draws the candidate actions.
+        assignment: turns an action into sizes (bet.md §3.3).
+        q0: Θ0's quality, the denominator of every fitness.
+        predictor: the fitness predictor (None: every selection is random).
+        random_select: select at random in every iteration (BET-random).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        sampler: BoundedSampler,
+        assignment: RankAssignment,
+        q0: float,
+        predictor: FitnessPredictor | None,
+        random_select: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.sampler = sampler
+        self.assignment = assignment
+        self.q0 = q0
+        self.random_select = random_select
+        self.predictor = predictor
+        self.trainer: PredictorTrainer | None = None
+        if predictor is not None:
+            batch = cfg.search.predictor.update_mode == "batch"
+            self.trainer = PredictorTrainer(predictor, batch=batch)
+
+    @abstractmethod
+    def probe(self, action: Action, t: int) -> tuple[float, float, float, float]:
+        """Fine-tune a fresh copy of Θ0 with the action's sizes; (r, Q, train s, eval s)."""
+
+    def select(
+        self, t: int, hu: np.ndarray, hv: np.ndarray, best: Action | None
+    ) -> tuple[int, str]:
+        """The index of the candidate to probe at iteration ``t``, and the strategy used."""
+        strategy = "random" if self.random_select else STRATEGIES[t % 5]
+        if strategy == "nearest" and best is None:
+            strategy = "greedy"
+        if strategy == "random":
+            return int(np_rng(self.cfg.seed, "select", t).integers(hu.shape[0])), strategy
+        assert self.predictor is not None
+        if strategy == "greedy":
+            return greedy(self.predictor, hu, hv), strategy
+        assert best is not None
+        return nearest(self.predictor, hu, hv, best.hist_u[None], best.hist_v[None]), strategy
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainer": self.trainer.state_dict() if self.trainer is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.trainer is not None:
+            self.trainer.load_state_dict(state["trainer"])
+
+
+class Searcher(ActionSearcher):
     """Probes actions against Θ0 and selects the next one (bet.md §5–§6).
 
     Args:
@@ -88,10 +153,8 @@ class Searcher:
         predictor: FitnessPredictor | None,
         random_select: bool = False,
     ) -> None:
-        self.cfg, self.dataset = cfg, dataset
-        self.assignment = assignment
+        self.dataset = dataset
         s = cfg.search
-        self.sampler = make_sampler(cfg, dataset, action_budget)
         self.theta0 = theta0
         self.model = model
         self.probe_steps = probe_steps(cfg, dataset)
@@ -102,12 +165,8 @@ class Searcher:
             dataset, s.probe.user_fraction, cfg.seed, "fitness-users"
         )
         self.model.load_state_dict(theta0)
-        self.q0 = self._quality()
-        self.random_select = random_select
-        self.predictor = predictor
-        self.trainer: PredictorTrainer | None = None
-        if predictor is not None:
-            self.trainer = PredictorTrainer(predictor, batch=s.predictor.update_mode == "batch")
+        sampler = make_sampler(cfg, dataset, action_budget)
+        super().__init__(cfg, sampler, assignment, self._quality(), predictor, random_select)
 
     def _quality(self) -> float:
         res = validate(self.model, self.dataset, "valid", (5, 10, 20), users=self.fitness_users)
@@ -131,28 +190,6 @@ class Searcher:
         t1 = time.perf_counter()
         q = self._quality()
         return q / self.q0, q, t1 - t0, time.perf_counter() - t1
-
-    def select(
-        self, t: int, hu: np.ndarray, hv: np.ndarray, best: Action | None
-    ) -> tuple[int, str]:
-        """The index of the candidate to probe at iteration ``t``, and the strategy used."""
-        strategy = "random" if self.random_select else STRATEGIES[t % 5]
-        if strategy == "nearest" and best is None:
-            strategy = "greedy"
-        if strategy == "random":
-            return int(np_rng(self.cfg.seed, "select", t).integers(hu.shape[0])), strategy
-        assert self.predictor is not None
-        if strategy == "greedy":
-            return greedy(self.predictor, hu, hv), strategy
-        assert best is not None
-        return nearest(self.predictor, hu, hv, best.hist_u[None], best.hist_v[None]), strategy
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"trainer": self.trainer.state_dict() if self.trainer is not None else {}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.trainer is not None:
-            self.trainer.load_state_dict(state["trainer"])
 
 
 def best_probe(population: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -234,8 +271,16 @@ def _restore_history(path: Path, state: dict[str, Any] | None) -> list[dict[str,
     return list(saved)
 
 
-def search(searcher: Searcher, run: RunDir, resume: bool, progress: bool) -> SearchOutcome:
-    """Run the iterations not yet done (all, unless ``resume`` finds a saved state)."""
+def search(searcher: ActionSearcher, run: RunDir, resume: bool, progress: bool) -> SearchOutcome:
+    """Run the iterations not yet done (all, unless ``resume`` finds a saved state).
+
+    With several probes per iteration, or inside :func:`embudget.search.parallel.ray_workers`,
+    :func:`embudget.search.parallel.search_parallel` runs them instead.
+    """
+    from embudget.search import parallel  # imports this module
+
+    if searcher.cfg.search.probes_per_iteration != 1 or parallel.active_pool() is not None:
+        return parallel.search_parallel(searcher, run, resume, progress)
     cfg = searcher.cfg
     s = cfg.search
     state_path = run.file(STATE_FILE)

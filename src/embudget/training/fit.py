@@ -20,10 +20,12 @@ from tqdm.auto import tqdm
 from embudget.config import TrainConfig
 from embudget.data.dataset import Dataset
 from embudget.data.sampling import BPRSampler
+from embudget.errors import RunDirError
 from embudget.io import load_torch, save_torch
 from embudget.models.base import Backbone
 from embudget.seeds import int_seed, np_rng
 from embudget.training.adam import FusedAdam
+from embudget.training.distributed import Group, batch_slice, current
 from embudget.training.evaluate import EvalResult, evaluate
 from embudget.training.malloc import retain_freed_memory
 
@@ -76,12 +78,15 @@ class _Stepper:
         seed: int,
         device: torch.device,
         sizes_at: SizesAt | None = None,
+        group: Group | None = None,
     ) -> None:
         retain_freed_memory()  # ~15 % faster steps, no number changes (training/malloc.py)
         self.model = model
         self.sizes_at = sizes_at
         self.schedule = schedule
         self.device = device
+        #: data parallel (training.distributed): this rank trains its slice of every batch
+        self.group = group
         model.reseed(int_seed(seed, "dropout"))  # the run's own dropout stream (NGCF)
         self.sampler = BPRSampler(
             dataset.train, batch_users=batch_users, rng=np_rng(seed, "batches")
@@ -100,16 +105,35 @@ class _Stepper:
             self.opt.lr = self.schedule.lr_at(self.step)
             if self.sizes_at is not None:  # nested pretraining: this step's truncation
                 self.model.set_sizes(*self.sizes_at(self.step))
-            users, pos, neg = (t.to(self.device, non_blocking=True) for t in self.sampler.sample())
-            loss = self.model.loss(users, pos, neg)
-            self.opt.zero_grad()
-            loss.backward()
+            if self.group is None:
+                users, pos, neg = (
+                    t.to(self.device, non_blocking=True) for t in self.sampler.sample()
+                )
+                loss = self.model.loss(users, pos, neg)
+                self.opt.zero_grad()
+                loss.backward()
+            else:
+                loss = self._slice_backward(self.group)
             self.opt.step()
             self._loss_sum += loss.detach()
             self._loss_n += 1
             self.step += 1
             if bar is not None:
                 bar.update(1)
+
+    def _slice_backward(self, group: Group) -> torch.Tensor:
+        """The gradient of the global batch's loss, from this rank's slice and the others'
+        (every rank draws the same batch); returns the global batch's loss."""
+        batch = self.sampler.sample()
+        n = int(batch[0].shape[0])
+        sl = batch_slice(n, group.rank, group.size)
+        self.opt.zero_grad()
+        loss = None
+        if sl.stop > sl.start:
+            users, pos, neg = (t[sl].to(self.device, non_blocking=True) for t in batch)
+            loss = self.model.loss(users, pos, neg)
+            loss.backward()
+        return group.sync_grads(self.opt.params, loss, (sl.stop - sl.start) / max(n, 1))
 
     def mean_loss(self) -> float:
         """Mean loss since the last call (syncs the device once)."""
@@ -221,14 +245,19 @@ def fit(
     With ``sizes_at`` (nested pretraining), every step trains the truncation it returns and
     every validation is at full size. With ``validate_first`` (warm starts), the weights are
     validated before the first step too, and kept if no later evaluation beats them.
+
+    Under torchrun with P > 1 processes (:mod:`embudget.training.distributed`) every rank
+    trains its slice of each batch; rank 0 validates, saves the checkpoint and broadcasts
+    whether quality improved, and the other ranks return ``valid=None`` and no history.
     """
     device = next(model.parameters()).device
+    group = current(device)
+    follower = group is not None and not group.is_main
     t0 = time.perf_counter()
     with _fork_rng(device):
         torch.manual_seed(int_seed(seed, "torch"))
-        st = _Stepper(
-            model, dataset, Schedule.from_train(cfg), cfg.batch_users, seed, device, sizes_at
-        )
+        sched = Schedule.from_train(cfg)
+        st = _Stepper(model, dataset, sched, cfg.batch_users, seed, device, sizes_at, group)
         best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
         best_state: dict[str, torch.Tensor] | None = None
         history: list[dict[str, Any]] = []
@@ -240,6 +269,12 @@ def fit(
             best_state, history = state["best_model"], state["history"]
             elapsed = float(state["seconds"])
             log.info("resumed %s from %s at step %d", desc, ckpt, st.step)
+        if group is not None and not group.all_equal(st.step):
+            # also a barrier: rank 0 writes no checkpoint before every rank has read it
+            raise RunDirError(
+                f"the ranks resumed {desc} from different steps (checkpoint {ckpt}); every "
+                "rank must see the same run directory and cache"
+            )
         best_valid: EvalResult | None = None
         stopped = False
         # The bar's total is the step at which training stops if quality never improves again
@@ -259,6 +294,9 @@ def fit(
             nonlocal best_q, best_step, bad, best_valid, best_state
             if sizes_at is not None:
                 model.set_sizes(None, None)
+            if follower and group is not None:
+                follow_evaluation(group.broadcast_value(0.0) > 0)
+                return
             res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
             q = res.means["quality"]
             improved = q > best_q
@@ -303,6 +341,18 @@ def fit(
                         "seconds": rec["seconds"],
                     },
                 )
+            if group is not None:  # after the checkpoint: a rank that reads it next sees it
+                group.broadcast_value(float(improved))
+
+        def follow_evaluation(improved: bool) -> None:
+            """Rank 0's decision, on another rank (the same weights: the same best state)."""
+            nonlocal best_step, bad, best_state
+            if improved:
+                best_step, bad = st.step, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            st.mean_loss()
 
         try:
             if validate_first and st.step == 0 and not history:
@@ -315,7 +365,7 @@ def fit(
             bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        if best_valid is None and best_state is not None:
+        if best_valid is None and best_state is not None and not follower:
             # resumed after the best evaluation: recompute it from the restored weights
             best_valid = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
     return FitResult(

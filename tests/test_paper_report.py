@@ -1,0 +1,194 @@
+"""`embudget report --paper`: one row per Table 1 cell and procedure, our figures beside the
+paper's, ratios, blanks where the paper's figure has no source, the paired p-value against SU,
+the reductions read from each run's settings, and no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from embudget.bench import paper, paper_table, records
+from embudget.bench.cells import Cell, Settings, cell_config, deviations
+from embudget.cli import main
+from embudget.errors import RunDirError
+from embudget.result import Metrics
+from test_result import NO_TORCH, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+N_USERS = 50
+CAP = ("train.max_steps=3000", "train.eval_every_steps=500")
+#: (backbone, method, sparsity, seed) -> (per-user recall@20 level, extra settings)
+CELLS = {
+    ("lightgcn", "su", 0.8, 0): (0.14, CAP),
+    ("lightgcn", "su", 0.8, 1): (0.15, CAP),
+    ("lightgcn", "bet", 0.8, 0): (0.16, (*CAP, "search.iterations=20")),
+    ("lightgcn", "bet", 0.8, 1): (0.17, (*CAP, "search.iterations=20")),
+    ("lightgcn", "sr", 0.9, 0): (0.11, CAP),
+    ("lightgcn", "bet", 0.9, 0): (0.13, (*CAP, "search.probe.steps=20")),
+    ("mf", "su", 0.8, 0): (0.09, ()),  # MF is not a backbone of the paper's Table 1
+}
+
+
+def _per_user(level: float, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + int(level * 1000))
+    return {
+        m: (level + 0.02 * rng.random(N_USERS)).astype(np.float32) for m in ("recall@20", "ndcg@20")
+    }
+
+
+def _write(out: Path, with_config: bool = True) -> dict[str, dict[str, object]]:
+    """A results directory the way bench writes one; returns each run's deviations."""
+    settings: dict[str, dict[str, object]] = {}
+    for (backbone, method, sp, seed), (level, overrides) in CELLS.items():
+        cell = Cell("gowalla", backbone, method, sp, seed)
+        cfg = cell_config(cell, Settings(overrides=overrides))
+        run_dir = f"runs/{cell.cell_id}-{cfg.hash()[:8]}"
+        per_user = _per_user(level, seed)
+        (out / run_dir).mkdir(parents=True)
+        np.savez(out / run_dir / "per_user_test.npz", users=np.arange(N_USERS), **per_user)
+        if with_config:
+            (out / run_dir / "config.yaml").write_text(cfg.to_yaml())
+        means = {m: float(v.mean()) for m, v in per_user.items()}
+        res = sample(
+            method=method,
+            seed=seed,
+            sparsity=sp,
+            dataset="gowalla",
+            backbone=backbone,
+            config_hash=cfg.hash(),
+            test=Metrics(means, N_USERS),
+        )
+        lines = records.result_records(cell, cfg, res, run_dir)
+        settings[lines[0]["run_id"]] = deviations(cfg)
+        with open(out / records.RESULTS_FILE, "a") as f:
+            f.write("".join(json.dumps(x) + "\n" for x in lines))
+    return settings
+
+
+def _table(md: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """{(sparsity, method, procedure): {column: text}} of the paper table."""
+    lines = [x for x in md.splitlines() if x.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        rows[(cells["Sparsity"], cells["Method"], cells[head[4]])] = cells
+    return rows
+
+
+def _mean(backbone: str, method: str, sp: float, metric: str, seeds: tuple[int, ...]) -> float:
+    return float(
+        np.mean([_per_user(CELLS[(backbone, method, sp, s)][0], s)[metric].mean() for s in seeds])
+    )
+
+
+def test_rows_ratios_blanks_and_p_values(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    _write(out)
+    rep = paper.paper_report([out])
+    rows = _table(rep.markdown)
+    procedures = {k[:2]: k[2] for k in rows}
+    # one row per Table 1 cell and procedure; MF is left out and said so
+    assert set(procedures) == {("80 %", "SU"), ("80 %", "BET"), ("90 %", "SR"), ("90 %", "BET")}
+    assert any("gowalla mf (protocol paper): SU" in n for n in rep.notes)
+    assert (
+        procedures[("80 %", "SU")] == "faithful: 3,000-step cap, validation every 500 steps (2,000)"
+    )
+    assert procedures[("80 %", "BET")].startswith("faithful: 3,000-step cap, T 20 (50)")
+    assert procedures[("90 %", "BET")].startswith("fast: 3,000-step cap, 20-step probes")
+
+    su = rows[("80 %", "SU", procedures[("80 %", "SU")])]
+    bet = rows[("80 %", "BET", procedures[("80 %", "BET")])]
+    su_r, bet_r = (_mean("lightgcn", m, 0.8, "recall@20", (0, 1)) for m in ("su", "bet"))
+    assert su["Seeds"] == "0, 1" and su["R@20 ours"].startswith(f"{su_r:.4f} ± ")
+    assert su["R@20 paper"] == "0.1674" and su["N@20 paper"] == "0.1400"
+    assert su["ours / paper (R@20)"] == f"{su_r / 0.1674:.2f}"
+    assert bet["R@20 paper"] == "0.1753"
+    assert bet["BET / SU ours (R@20)"] == f"{bet_r / su_r:.2f}"
+    assert bet["BET / SU paper"] == f"{0.1753 / 0.1674:.2f}"
+    # p: paired over users, each user's score averaged over seeds 0 and 1
+    expected = []
+    for metric in ("recall@20", "ndcg@20"):
+        a = np.mean(
+            [_per_user(CELLS[("lightgcn", "bet", 0.8, s)][0], s)[metric] for s in (0, 1)], 0
+        )
+        b = np.mean([_per_user(CELLS[("lightgcn", "su", 0.8, s)][0], s)[metric] for s in (0, 1)], 0)
+        expected.append(f"{scipy.stats.ttest_rel(a, b).pvalue:.2g}")
+    assert bet["p vs SU (R@20 / N@20)"] == " / ".join(expected)
+
+    # blanks: no source gives SR's figures or the 90 % NDCG; the quoted 90 % figures are marked
+    sr = rows[("90 %", "SR", procedures[("90 %", "SR")])]
+    assert (sr["R@20 paper"], sr["ours / paper (R@20)"], sr["N@20 paper"]) == ("–", "–", "–")
+    bet9 = rows[("90 %", "BET", procedures[("90 %", "BET")])]
+    assert bet9["R@20 paper"] == "0.1620 ‡" and bet9["N@20 paper"] == "–"
+    assert bet9["BET / SU paper"] == "1.10 ‡"
+    assert bet9["BET / SU ours (R@20)"] == "–"  # no SU row at 90 %
+    assert "gowalla ngcf (all 9 cells)" in rep.markdown
+    assert "yelp2018 lightgcn (all 9 cells)" in rep.markdown
+
+
+def test_settings_json_is_used_only_where_it_gives_the_recorded_hash(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    settings = _write(out, with_config=False)
+    (out / paper.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
+    with_file = paper.paper_report([out]).markdown  # no config.yaml: settings.json alone
+    bet_run = next(k for k in settings if "-bet-s0.9-" in k)
+    settings[bet_run] = {**settings[bet_run], "search.probe.steps": 50}  # not what ran
+    (out / paper.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
+    rep = paper.paper_report([out])
+    assert "fast: 3,000-step cap, 20-step probes" in with_file
+    assert "| 90 % | BET | settings not recorded |" in rep.markdown
+    assert any(bet_run in n and "without recorded settings" in n for n in rep.notes)
+
+
+def test_paths_globs_and_errors(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a)
+    _write(b)
+    found = paper.find_results([str(tmp_path / "*"), a / records.RESULTS_FILE])
+    assert found == [a / records.RESULTS_FILE, b / records.RESULTS_FILE]
+    assert paper.find_results([tmp_path]) == found  # a folder is searched recursively
+    rep = paper.paper_report([a, b])  # the same runs twice: counted once
+    assert "| 0, 1 |" in rep.markdown
+    with pytest.raises(RunDirError, match="matches no file"):
+        paper.find_results([tmp_path / "nothing*"])
+    assert main(["report", str(a), str(b)]) == 2  # several directories need --paper
+
+
+def test_cli_prints_the_table_without_torch(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    _write(out)
+    code = f"""
+        from embudget.cli import main
+        rc = main(["report", "--paper", {str(out)!r}])
+        assert "torch" not in sys.modules
+        sys.exit(rc)
+        """
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "## The BET paper's Table 1 beside ours" in proc.stdout
+    assert "| gowalla | lightgcn | 80 % | SU |" in proc.stdout
+
+
+def test_committed_results_all_have_settings() -> None:
+    """Every committed Table 1 run's settings are recovered (settings.json, hash-checked)."""
+    results = ROOT / "results"
+    if not any(results.glob("*/results.jsonl")):
+        pytest.skip("no committed results")
+    rep = paper.paper_report([results])
+    assert not any("without recorded settings" in n for n in rep.notes)
+    su80 = next(r for r in rep.rows if r.cell == ("gowalla", "lightgcn", 0.8, "su"))
+    assert paper_table.FIGURES[su80.cell]["recall@20"] == 0.1674
