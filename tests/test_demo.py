@@ -27,7 +27,8 @@ def test_demo_runs_the_default_mode_or_the_faithful_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str | None
 ) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--dataset", "gowalla-mini", "--out", str(out), "--no-progress"]
+    args = ["demo", "--dataset", "gowalla-mini", "--sparsity", "0.8", "--out", str(out)]
+    args += ["--no-progress"]
     args += [x for s in SMALL for x in ("--set", s)] + ([mode] if mode else [])
     assert main(args) == 0
     printed = capsys.readouterr().out

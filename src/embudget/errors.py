@@ -9,7 +9,24 @@ from pathlib import Path
 
 
 class EmbudgetError(Exception):
-    """Base class of every error embudget raises on bad input."""
+    """Base class of every error embudget raises on bad input.
+
+    Errors cross process boundaries (the demo's and Ray's worker processes), so they unpickle
+    without calling ``__init__``, whose arguments differ between subclasses: the message and
+    the attributes are restored as they were.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[EmbudgetError], args: tuple[object, ...], state: dict[str, object]
+) -> EmbudgetError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(EmbudgetError):

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--out", default="runs/demo", help="directory for the three runs")
     p_demo.add_argument("--dataset", default="gowalla", help="dataset name or path")
     p_demo.add_argument("--model", default="mf", choices=_BACKBONES)
-    p_demo.add_argument("--sparsity", type=float, default=0.8)
+    p_demo.add_argument("--sparsity", type=float, default=0.95)
     p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_data_options(p_demo)
     _add_mode_options(p_demo)
