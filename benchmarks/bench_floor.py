@@ -8,7 +8,7 @@ load changes hit every case alike (medians of ``--repeats`` rounds, one torch th
 * ``stream``: one pass over an (N × d) float32 table (``y = x * 1``) — the memory bandwidth;
 * ``spmm x6``: the six sparse products of a LightGCN step, the sparse-product floor;
 * ``gemm x18``: NGCF's eighteen dense (N × d)·(d × d)-sized products per step;
-* ``lightgcn step`` and ``ngcf step``: forward + backward + Adam on a 10,000-user batch;
+* ``lightgcn step`` and ``ngcf step``: forward + backward + (fused) Adam on a 10,000-user batch;
 * ``ngcf step, autograd layer``: the same NGCF step with each layer written as plain autograd
   ops and float dropout draws (the implementation before ``models/ngcf_layer.py``).
 
@@ -28,7 +28,9 @@ import torch
 from embudget.data import load_dataset
 from embudget.data.dataset import Dataset
 from embudget.models import NGCF, build_model
+from embudget.models.base import Backbone
 from embudget.models.graph import SparseAdjacency, sparse_dense_mm
+from embudget.training.adam import FusedAdam
 
 
 class AutogradNGCF(NGCF):
@@ -53,15 +55,16 @@ class AutogradNGCF(NGCF):
 def _step(name: str, ds: Dataset, batch: tuple[torch.Tensor, ...]) -> Callable[[], None]:
     g = torch.Generator().manual_seed(0)
     if name == "ngcf-autograd":
-        model = AutogradNGCF(ds.n_users, ds.n_items, ds.train, generator=g)
+        model: Backbone = AutogradNGCF(ds.n_users, ds.n_items, ds.train, generator=g)
     else:
         model = build_model(name, ds.n_users, ds.n_items, ds.train, generator=g)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = FusedAdam(list(model.parameters()), lr=1e-3)  # the optimiser embudget trains with
 
     def run() -> None:
         loss = model.loss(*batch)
-        opt.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.grad = None
         loss.backward()
         opt.step()
 
