@@ -4,6 +4,9 @@ name is taken, and forgotten by unregister_backbone."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -131,3 +134,37 @@ def test_a_factory_must_return_a_backbone() -> None:
             build_model("not-a-backbone", 3, 4, sp.csr_matrix((3, 4), dtype=np.float32))
     finally:
         unregister_backbone("not-a-backbone")
+
+
+PLUGIN = """
+import embudget
+from embudget.models.mf import MF
+
+
+class PluginMF(MF):
+    name = "plugin-mf"
+
+
+embudget.register_backbone("plugin-mf", PluginMF, defaults={"reg": 1e-4})
+"""
+
+
+def test_a_plugin_module_adds_a_backbone_to_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "my_backbones.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "EMBUDGET_PLUGINS": "my_backbones"}
+    show = [sys.executable, "-m", "embudget", "config", "show", "--model", "plugin-mf"]
+    done = subprocess.run(show, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "name: plugin-mf" in done.stdout
+    # without the plugin the name is refused by the parser
+    env.pop("EMBUDGET_PLUGINS")
+    done = subprocess.run(show, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "plugin-mf" in done.stderr
+    # a plugin that cannot be imported is a usage error naming it
+    env["EMBUDGET_PLUGINS"] = "no_such_module"
+    done = subprocess.run(show, env=env, capture_output=True, text=True, timeout=120)
+    assert (
+        done.returncode == 2
+        and "no_such_module" in done.stderr
+        and "EMBUDGET_PLUGINS" in done.stderr
+    )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from embudget.cli.commands import COMMANDS
 from embudget.cli.parser import build_parser
+from embudget.cli.plugins import load_plugins
 from embudget.errors import BudgetError, BudgetErrorType, EmbudgetError, from_os_error
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -24,6 +25,11 @@ log = logging.getLogger("embudget")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        load_plugins()  # before the parser, so --model accepts the backbones they register
+    except EmbudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = getattr(args, "subcommand", None)

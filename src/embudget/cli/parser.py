@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 
 from embudget import __version__
-from embudget.config.choices import BackboneName, Method, SplitProtocol, choices
+from embudget.config.choices import BackboneName, Method, SplitProtocol, accepted, choices
 
+#: The built-in backbones; ``--model`` also accepts backbones registered by plugins
+#: (:func:`embudget.cli.plugins.load_plugins` runs before the parser is built).
 _BACKBONES = choices(BackboneName)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     p.add_argument("--dataset", help="dataset name (gowalla, yelp2018, lastfm, ml-100k) or path")
-    p.add_argument("--model", choices=_BACKBONES, help="backbone")
+    p.add_argument("--model", choices=accepted(BackboneName), help="backbone")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     p.add_argument(
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument("--out", default="runs/demo", help="directory for the three runs")
     p_demo.add_argument("--dataset", default="gowalla", help="dataset name or path")
-    p_demo.add_argument("--model", default="mf", choices=_BACKBONES)
+    p_demo.add_argument("--model", default="mf", choices=accepted(BackboneName))
     p_demo.add_argument("--sparsity", type=float, default=0.95)
     p_demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_data_options(p_demo)
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_show = config_sub.add_parser(
         "show", help="the resolved config as YAML, each key with its type and description"
     )
-    p_show.add_argument("--model", choices=_BACKBONES, help="backbone (default: mf)")
+    p_show.add_argument("--model", choices=accepted(BackboneName), help="backbone (default: mf)")
     _add_mode_options(p_show)
     p_show.add_argument("--config", action="append", default=[], help="YAML config file")
     p_show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
