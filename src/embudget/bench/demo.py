@@ -6,7 +6,7 @@ that the three runs finish in a few minutes on two CPU cores with MF on the ship
 data; the reductions are the presets ``config/presets/demo.yaml`` (and ``demo-faithful.yaml``
 in faithful mode), recorded in each run's ``config.yaml``. The default setting, MF at 95 %
 sparsity, is one where BET's gain over SU is as large in the full runs as in the demo
-(RESULTS.md, "The main job").
+(RESULTS.md, "The demo").
 
 The full-size run comes first (in fast mode it is the nested Θ0 that SU and BET start from);
 SU and BET then run side by side in two processes where there are two cores. Each run is
@@ -31,7 +31,7 @@ DEMO_FAITHFUL_PRESETS = ("demo-faithful",)
 
 METHODS = ("full", "su", "bet")
 
-#: The demo's budget: MF at 95 % sparsity on Gowalla (RESULTS.md, "The main job").
+#: The demo's budget: MF at 95 % sparsity on Gowalla (RESULTS.md, "The demo").
 DEFAULT_SPARSITY = 0.95
 
 
