@@ -17,7 +17,7 @@ import scipy.stats
 from embudget.bench import paper, paper_table, records
 from embudget.bench.cells import Cell, Settings, cell_config, deviations
 from embudget.cli import main
-from embudget.errors import RunDirError
+from embudget.errors import ResultError, RunDirError
 from embudget.result import Metrics
 from test_result import NO_TORCH, sample
 
@@ -146,6 +146,21 @@ def test_settings_json_is_used_only_where_it_gives_the_recorded_hash(tmp_path: P
     assert "fast: 3,000-step cap, 20-step probes" in with_file
     assert "| 90 % | BET | settings not recorded |" in rep.markdown
     assert any(bet_run in n and "without recorded settings" in n for n in rep.notes)
+
+
+def test_record_settings_writes_what_the_report_reads_without_run_configs(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    settings = _write(out)
+    with_configs = paper.paper_report([out]).markdown
+    assert paper.record_settings(out) == settings
+    for cfg in out.glob("runs/*/config.yaml"):
+        cfg.unlink()
+    assert paper.paper_report([out]).markdown == with_configs  # settings.json alone
+    doc = json.loads((out / paper.SETTINGS_FILE).read_text())
+    assert doc["runs"] == settings and list(doc["runs"]) == sorted(settings)
+    with pytest.raises(ResultError, match="is missing"):  # nothing left to record from
+        paper.record_settings(out)
+    assert json.loads((out / paper.SETTINGS_FILE).read_text()) == doc  # the file is kept
 
 
 def test_paths_globs_and_errors(tmp_path: Path) -> None:

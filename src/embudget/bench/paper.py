@@ -25,11 +25,12 @@ from typing import Any
 
 from embudget.bench import paper_table
 from embudget.bench.aggregate import Row, _runs
-from embudget.bench.cells import BASELINES, Cell, Settings, cell_config
+from embudget.bench.cells import BASELINES, Cell, Settings, cell_config, deviations
 from embudget.bench.paper_markdown import BET_DEFAULTS, PaperRow, mode, render
 from embudget.bench.records import RESULTS_FILE, load_results
 from embudget.config import RunConfig, load_config
 from embudget.errors import ConfigError, ResultError, RunDirError
+from embudget.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,40 @@ def run_config(folder: Path, meta: dict[str, Any], recorded: dict[str, Any]) -> 
         log.warning("%s: the settings of %s do not give its config hash", folder, meta["run_id"])
         return None
     return cfg
+
+
+SETTINGS_ABOUT = (
+    "Each run's procedure settings that differ from bet.md's defaults and its backbone's preset "
+    "(embudget.bench.cells.deviations), recovered by matching the recorded config hash. "
+    "`embudget report --paper` rebuilds each run's config from these settings and uses them only "
+    "where its hash equals the one in results.jsonl."
+)
+
+
+def record_settings(folder: Path) -> dict[str, Any]:
+    """Write ``folder/settings.json`` from its run directories' ``config.yaml`` (before the
+    folder is committed without them); every entry is checked to rebuild its run's hash.
+
+    Raises:
+        ResultError: a run directory's config is missing, does not give the recorded hash, or
+            its settings do not rebuild it.
+    """
+    runs: dict[str, Any] = {}
+    for meta in load_results(Path(folder) / RESULTS_FILE):
+        path = Path(folder) / meta["run_dir"] / "config.yaml"
+        if not path.is_file():
+            raise ResultError(f"{path} is missing: settings are recorded from the run directories")
+        cfg = load_config([path], fast=False)
+        if cfg.hash() != meta["config_hash"]:
+            raise ResultError(f"{path} does not give the recorded config hash of {meta['run_id']}")
+        changes = deviations(cfg)
+        if run_config(Path(folder) / "-", meta, {meta["run_id"]: changes}) is None:
+            raise ResultError(f"the settings of {meta['run_id']} do not rebuild its config hash")
+        runs[meta["run_id"]] = changes
+    doc = {"schema": 1, "about": SETTINGS_ABOUT, "runs": dict(sorted(runs.items()))}
+    with atomic_path(Path(folder) / SETTINGS_FILE) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return runs
 
 
 def bet_deviations(cfg: RunConfig) -> dict[str, Any]:
