@@ -4,7 +4,8 @@ crossover, and start-up (import) times.
 Step (default): one BPR training step on MF and LightGCN (10,000-triple batches, d_max = 128,
 BET's settings) on ``gowalla-mini`` (800 users, 993 items) and on Last.fm (1,880 users,
 4,489 items; the real one when ``lastfm`` is found by name, e.g. in ``../shared/data``, else a
-synthetic matrix of its size), timed three ways, interleaved block by block in one process:
+synthetic matrix of its size), timed three ways (four for MF), interleaved block by block in
+one process:
 
 - ``embudget``: ``training.fit``'s stepper (BPR sampler with negative rejection, lr schedule,
   the model's fused loss, ``FusedAdam``, loss bookkeeping);
