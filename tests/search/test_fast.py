@@ -2,6 +2,7 @@
 retraining; the config preset that bundles them."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -201,14 +202,17 @@ FAST = [
 
 @pytest.mark.slow
 def test_fast_search_end_to_end_resumes_and_respects_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = load_config(overrides=[*FAST, f"cache_dir={tmp_path / 'cache'}"], fast=True)
     std = load_config(overrides=[*SETTINGS, f"cache_dir={tmp_path / 'cache'}"], fast=False)
     ds = load_dataset("gowalla-mini")
     assert pretrain_key(cfg, ds) != pretrain_key(std, ds)  # own cache entry
 
-    ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
+    with caplog.at_level(logging.WARNING, logger="embudget.search.loop"):
+        ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
+    # a quarter of gowalla-mini's validation users is a noisy fitness sample, and it says so
+    assert any("search.probe.user_fraction=1.0" in r.getMessage() for r in caplog.records)
     B = ref.usage.params_budget
     sizes = load_npz(tmp_path / "ref" / "sizes.npz")
     check_budget(sizes["user_sizes"], sizes["item_sizes"], B, 32)
