@@ -63,8 +63,7 @@ def _step(name: str, ds: Dataset, batch: tuple[torch.Tensor, ...]) -> Callable[[
 
     def run() -> None:
         loss = model.loss(*batch)
-        for p in model.parameters():
-            p.grad = None
+        opt.zero_grad()
         loss.backward()
         opt.step()
 
@@ -86,9 +85,9 @@ def main() -> None:
     w = torch.randn(d, d, generator=gen)
     graph = SparseAdjacency.lightgcn(ds.train)
     a = graph.tensor()
-    users = torch.randperm(ds.n_users, generator=gen)[:10_000]
-    pos = torch.randint(0, ds.n_items, (10_000,), generator=gen)
-    neg = torch.randint(0, ds.n_items, (10_000,), generator=gen)
+    users = torch.randperm(ds.n_users, generator=gen)[:10_000]  # fewer on small data
+    pos = torch.randint(0, ds.n_items, (users.numel(),), generator=gen)
+    neg = torch.randint(0, ds.n_items, (users.numel(),), generator=gen)
 
     def spmm6() -> None:
         for _ in range(6):

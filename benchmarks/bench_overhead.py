@@ -56,6 +56,7 @@ from embudget.data.dataset import Dataset
 from embudget.errors import EmbudgetError
 from embudget.models import build_model
 from embudget.models.graph import sym_norm_adjacency
+from embudget.training.adam import FusedAdam
 from embudget.training.fit import Schedule, _Stepper
 
 LASTFM_SHAPE = (1880, 4489, 26344)  # users, items, training interactions (protocol P)
@@ -155,8 +156,8 @@ def floor_step(ds: Any, batch: int, d: int) -> Callable[[], None]:
     The hand gradient is checked against autograd's on the first batch."""
     nu, ni, reg = ds.n_users, ds.n_items, 1e-4
     w = torch.randn(nu + ni, d) * 0.01
-    g, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
-    step_t = torch.zeros(())
+    w.grad = g = torch.zeros_like(w)  # written in place by every step
+    opt = FusedAdam([w], lr=0.005)  # the optimiser embudget trains with
     u = torch.randint(0, nu, (batch,))
     idx = (u, torch.randint(nu, nu + ni, (batch,)), torch.randint(nu, nu + ni, (batch,)))
 
@@ -169,21 +170,7 @@ def floor_step(ds: Any, batch: int, d: int) -> Callable[[], None]:
 
     def step() -> None:
         _floor_grad(w, g, idx, reg)
-        torch._fused_adam_(
-            [w],
-            [g],
-            [m],
-            [v],
-            [],
-            [step_t],
-            lr=0.005,
-            beta1=0.9,
-            beta2=0.999,
-            weight_decay=0.0,
-            eps=1e-8,
-            amsgrad=False,
-            maximize=False,
-        )
+        opt.step()
 
     return step
 

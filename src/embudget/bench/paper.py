@@ -119,6 +119,14 @@ def run_config(folder: Path, meta: dict[str, Any], recorded: dict[str, Any]) -> 
     changes = recorded.get(meta["run_id"])
     if not isinstance(changes, dict):
         return None
+    return config_from_settings(meta, changes, folder)
+
+
+def config_from_settings(
+    meta: dict[str, Any], changes: dict[str, Any], folder: Path
+) -> RunConfig | None:
+    """The run's config rebuilt from its recorded settings, or None (logged) when they do not
+    load or do not give the run's recorded config hash."""
     sparsity = None if meta["method"] == "full" else meta["sparsity"]
     cell = Cell(meta["dataset"], meta["backbone"], meta["method"], sparsity, int(meta["seed"]))
     data = {"data.protocol": meta["protocol"], "data.split_seed": meta["split_seed"]}
@@ -158,7 +166,7 @@ def record_settings(folder: Path) -> dict[str, Any]:
         if cfg.hash() != meta["config_hash"]:
             raise ResultError(f"{path} does not give the recorded config hash of {meta['run_id']}")
         changes = deviations(cfg)
-        if run_config(Path(folder) / "-", meta, {meta["run_id"]: changes}) is None:
+        if config_from_settings(meta, changes, Path(folder)) is None:
             raise ResultError(f"the settings of {meta['run_id']} do not rebuild its config hash")
         runs[meta["run_id"]] = changes
     doc = {"schema": 1, "about": SETTINGS_ABOUT, "runs": dict(sorted(runs.items()))}
