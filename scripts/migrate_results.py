@@ -84,6 +84,8 @@ AFTER_FORMAT_1 = (
     "data.test_fraction",
     "data.valid_fraction",
     "search.probes_per_iteration",
+    "search.probe.small_data_users",
+    "search.probe.small_data_steps",
 )
 
 
@@ -91,7 +93,7 @@ def legacy_document(cfg: RunConfig) -> dict[str, Any]:
     """``cfg`` as format 1 wrote it: the nested search sections flattened to their old names."""
     doc = cfg.to_dict()
     for key in AFTER_FORMAT_1:
-        section, name = key.split(".")
+        section, name = key.split(".", 1)
         if section != "search":  # the search section is rebuilt below
             doc[section].pop(name, None)
     search: dict[str, Any] = {}

@@ -49,6 +49,13 @@ def cases() -> dict[str, tuple[str, list[str], bool]]:
                 extra = [] if fast else FAITHFUL
                 overrides = [*COMMON, *extra, f"model.name={model}", f"search.method={method}"]
                 out[f"{method}-{model}-{mode}"] = ("search", overrides, fast)
+    # gowalla-mini is small data for fast LightGCN (every user, 50-step probes); this case keeps
+    # the path large data takes (a quarter of the users, 20-step probes)
+    out["bet-lightgcn-fast-large-data"] = (
+        "search",
+        [*COMMON, "model.name=lightgcn", "search.method=bet", "search.probe.small_data_users=0"],
+        True,
+    )
     return out
 
 

@@ -20,11 +20,11 @@ from embudget.models.mf import MF
 from embudget.pipeline import run as loop
 from embudget.pipeline.pretrain import pretrain_key
 from embudget.search.actions import RankAssignment
-from embudget.search.loop import Searcher
+from embudget.search.loop import NOISY_FITNESS_USERS, ProbePlan, Searcher, probe_plan
 from embudget.search.nested import NestedSizes
 from embudget.search.predictor import DeepSetsPredictor, PredictorTrainer
 from embudget.seeds import np_rng
-from embudget.training.fit import fit
+from embudget.training.fit import fit, validation_users
 
 from .test_loop import SETTINGS
 
@@ -100,6 +100,48 @@ def test_nested_sizes_are_valid_ranked_and_a_function_of_the_step(
     assert ra.follows_rank(us, vs)  # larger sizes to more frequent entities
     u2, v2 = NestedSizes(ra, d_max, kept_min, seed)(step)  # no hidden state: resumable
     assert np.array_equal(us, u2) and np.array_equal(vs, v2)
+
+
+def test_small_data_probes_score_every_user_and_run_longer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ds = load_dataset("gowalla-mini")
+    every = validation_users(ds, 1.0, 0, "fitness-users")
+    quarter = validation_users(ds, 0.25, 0, "fitness-users")
+    assert quarter.size < every.size < NOISY_FITNESS_USERS  # small data by any of the rules
+
+    def plan(*settings: str) -> ProbePlan:
+        cfg = load_config(
+            overrides=["data.name=gowalla-mini", "model.name=lightgcn", *settings], fast=True
+        )
+        return probe_plan(cfg, ds)
+
+    small = plan()  # fast LightGCN's preset: under 2,000 sampled users, every user, 50 steps
+    assert small.small_data and small.steps == 50
+    np.testing.assert_array_equal(small.users, every)
+
+    # a threshold the quarter meets, or none: the quarter and the 20-step probe, as on Gowalla
+    for setting in (
+        f"search.probe.small_data_users={quarter.size}",
+        "search.probe.small_data_users=0",
+    ):
+        with caplog.at_level(logging.WARNING, logger="embudget.search.loop"):
+            caplog.clear()
+            large = plan(setting)
+        assert not large.small_data and large.steps == 20
+        np.testing.assert_array_equal(large.users, quarter)
+        assert "noisy sample" in caplog.text  # still under 2,000 users: the search says so
+
+    kept = plan("search.probe.small_data_steps=null")  # every user, the probe length unchanged
+    assert kept.small_data and kept.steps == 20 and kept.users.size == every.size
+    # every user already (the faithful default): the rule has nothing to do
+    full = plan("search.probe.user_fraction=1.0", "search.probe.steps=7")
+    assert not full.small_data and full.steps == 7 and full.users.size == every.size
+
+    with pytest.raises(ConfigError, match="small_data_users"):
+        plan("search.probe.small_data_users=-1")
+    with pytest.raises(ConfigError, match="small_data_steps"):
+        plan("search.probe.small_data_steps=-5")
 
 
 def test_nested_kept_fractions_cover_the_configured_range() -> None:
@@ -212,7 +254,7 @@ def test_fast_search_end_to_end_resumes_and_respects_the_budget(
     with caplog.at_level(logging.WARNING, logger="embudget.search.loop"):
         ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
     # a quarter of gowalla-mini's validation users is a noisy fitness sample, and it says so
-    assert any("search.probe.user_fraction=1.0" in r.getMessage() for r in caplog.records)
+    assert any("search.probe.small_data_users=2000" in r.getMessage() for r in caplog.records)
     B = ref.usage.params_budget
     sizes = load_npz(tmp_path / "ref" / "sizes.npz")
     check_budget(sizes["user_sizes"], sizes["item_sizes"], B, 32)

@@ -68,6 +68,7 @@ _PHRASES: dict[str, str] = {
     "search.probe.user_fraction": "fitness on {p} of users",
     "search.pretrain.mode": "{v} Θ0",
     "search.probe.steps": "{v}-step probes",
+    "search.probe.small_data_users": "every user, longer probes under {v:,} fitness users",
     "search.predictor.update_mode": "{v} predictor",
     "search.retrain.init": "{v} retraining",
     "search.retrain.validate_first": "validated start",
@@ -79,6 +80,7 @@ _PHRASES: dict[str, str] = {
 _IMPLIED = {
     "search.predictor.updates": "search.predictor.update_mode",
     "search.predictor.output": "search.predictor.update_mode",
+    "search.probe.small_data_steps": "search.probe.small_data_users",
 }
 _VALUES = {"shared": "warm", "batch": "batch-fitted"}
 

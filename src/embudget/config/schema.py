@@ -122,6 +122,8 @@ class ProbeConfig:
     lr_decay_every: int = 200
     lr_min: float = 0.001
     user_fraction: float = 1.0
+    small_data_users: int = 0
+    small_data_steps: int | None = None
 
 
 @dataclass(frozen=True)

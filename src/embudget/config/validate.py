@@ -50,7 +50,11 @@ AT_LEAST_ONE_OR_NULL = (
     "eval.batch_users",
 )
 #: Optional counts that may be 0 when given.
-AT_LEAST_ZERO_OR_NULL = ("search.probe.epochs", "search.probe.steps")
+AT_LEAST_ZERO_OR_NULL = (
+    "search.probe.epochs",
+    "search.probe.steps",
+    "search.probe.small_data_steps",
+)
 #: cpu, cuda, cuda:N or auto (whether CUDA is there is checked when the run starts).
 DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:[0-9]{1,3})?")
 #: Integers with their inclusive range.
@@ -61,6 +65,7 @@ BOUNDED_INTS = {
     "model.n_layers": (0, LAYERS_LIMIT),
     "data.min_user_interactions": (0, 2**31 - 1),
     "data.min_item_interactions": (0, 2**31 - 1),
+    "search.probe.small_data_users": (0, 2**31 - 1),
 }
 #: Fractions in (0, 1]: of the validation users (one fixed sample per run), the per-step
 #: learning-rate decay factors, the smallest kept fraction of nested pretraining.
