@@ -20,9 +20,10 @@ from embudget.models.mf import MF
 from embudget.pipeline import run as loop
 from embudget.pipeline.pretrain import pretrain_key
 from embudget.search.actions import RankAssignment
-from embudget.search.loop import NOISY_FITNESS_USERS, ProbePlan, Searcher, probe_plan
+from embudget.search.loop import Searcher
 from embudget.search.nested import NestedSizes
 from embudget.search.predictor import DeepSetsPredictor, PredictorTrainer
+from embudget.search.probe import NOISY_FITNESS_USERS, ProbePlan, probe_plan
 from embudget.seeds import np_rng
 from embudget.training.fit import fit, validation_users
 
@@ -125,7 +126,7 @@ def test_small_data_probes_score_every_user_and_run_longer(
         f"search.probe.small_data_users={quarter.size}",
         "search.probe.small_data_users=0",
     ):
-        with caplog.at_level(logging.WARNING, logger="embudget.search.loop"):
+        with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
             caplog.clear()
             large = plan(setting)
         assert not large.small_data and large.steps == 20
@@ -251,7 +252,7 @@ def test_fast_search_end_to_end_resumes_and_respects_the_budget(
     ds = load_dataset("gowalla-mini")
     assert pretrain_key(cfg, ds) != pretrain_key(std, ds)  # own cache entry
 
-    with caplog.at_level(logging.WARNING, logger="embudget.search.loop"):
+    with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
         ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
     # a quarter of gowalla-mini's validation users is a noisy fitness sample, and it says so
     assert any("search.probe.small_data_users=2000" in r.getMessage() for r in caplog.records)
