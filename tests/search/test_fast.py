@@ -118,7 +118,7 @@ def test_small_data_probes_score_every_user_and_run_longer(
         return probe_plan(cfg, ds)
 
     small = plan()  # fast LightGCN's preset: under 2,000 sampled users, every user, 50 steps
-    assert small.small_data and small.steps == 50
+    assert small.steps == 50
     np.testing.assert_array_equal(small.users, every)
 
     # a threshold the quarter meets, or none: the quarter and the 20-step probe, as on Gowalla
@@ -129,15 +129,15 @@ def test_small_data_probes_score_every_user_and_run_longer(
         with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
             caplog.clear()
             large = plan(setting)
-        assert not large.small_data and large.steps == 20
+        assert large.steps == 20
         np.testing.assert_array_equal(large.users, quarter)
         assert "noisy sample" in caplog.text  # still under 2,000 users: the search says so
 
     kept = plan("search.probe.small_data_steps=null")  # every user, the probe length unchanged
-    assert kept.small_data and kept.steps == 20 and kept.users.size == every.size
+    assert kept.steps == 20 and kept.users.size == every.size
     # every user already (the faithful default): the rule has nothing to do
     full = plan("search.probe.user_fraction=1.0", "search.probe.steps=7")
-    assert not full.small_data and full.steps == 7 and full.users.size == every.size
+    assert full.steps == 7 and full.users.size == every.size
 
     with pytest.raises(ConfigError, match="small_data_users"):
         plan("search.probe.small_data_users=-1")

@@ -40,12 +40,10 @@ class ProbePlan:
     Attributes:
         steps: fine-tuning steps of one probe (0: score the truncated Θ0).
         users: the validation users the fitness and Q0 score (sorted).
-        small_data: whether the small-data rule replaced ``user_fraction``'s sample.
     """
 
     steps: int
     users: np.ndarray
-    small_data: bool
 
 
 def probe_plan(cfg: RunConfig, dataset: Dataset) -> ProbePlan:
@@ -68,7 +66,7 @@ def probe_plan(cfg: RunConfig, dataset: Dataset) -> ProbePlan:
             every.size,
             steps,
         )
-        return ProbePlan(steps, every, small_data=True)
+        return ProbePlan(steps, every)
     if p.user_fraction < 1.0 and users.size < NOISY_FITNESS_USERS:
         log.warning(
             "the probes score tables on %d validation users (search.probe.user_fraction=%g), a "
@@ -78,4 +76,4 @@ def probe_plan(cfg: RunConfig, dataset: Dataset) -> ProbePlan:
             p.user_fraction,
             NOISY_FITNESS_USERS,
         )
-    return ProbePlan(probe_steps(cfg, dataset), users, small_data=False)
+    return ProbePlan(probe_steps(cfg, dataset), users)
