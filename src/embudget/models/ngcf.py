@@ -17,6 +17,7 @@ from torch import nn
 from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
 from embudget.models.graph import SparseAdjacency
 from embudget.models.ngcf_layer import bi_interaction, keep_mask
+from embudget.models.ngcf_loss import ngcf_loss
 from embudget.tables.sized import SizedEmbedding
 
 
@@ -185,6 +186,13 @@ class NGCF(Backbone):
         return out[: self.n_users], out[self.n_users :]
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        # loss_reference's value and gradients up to rounding, once per distinct batch row
+        return ngcf_loss(self.layers(), users, pos, neg, self.n_users, self.reg)
+
+    def loss_reference(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss through plain autograd, on every gathered batch row."""
         # Normalisation is row-wise, so only the batch rows need it (not the whole table).
         b = users.shape[0]
         idx = torch.cat([users, pos + self.n_users, neg + self.n_users])
