@@ -47,11 +47,14 @@ from embudget.tables.sized import SizedEmbedding
 _BETA, _THRESHOLD = 1, 20
 
 
-def _scatter_into(out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Add ``rows`` at ``ids`` of the zero block ``out`` in batch order (a gather's backward)."""
+def scatter_rows(
+    out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, alpha: float = 1.0
+) -> torch.Tensor:
+    """Add ``alpha · rows`` at ``ids`` of ``out`` in batch order (a gather's backward);
+    deterministic on CUDA too, where ``index_add_`` adds duplicates in any order."""
     if rows.device.type == "cpu":
-        return out.index_add_(0, ids, rows)
-    return out.index_put_((ids,), rows, accumulate=True)  # deterministic on CUDA
+        return out.index_add_(0, ids, rows, alpha=alpha)
+    return out.index_put_((ids,), rows if alpha == 1.0 else rows * alpha, accumulate=True)
 
 
 Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -129,7 +132,7 @@ def _scatter_scaled(
     """Add ``c · rows`` at ``ids`` of ``out`` (an L2 term's gradient through a gather)."""
     blocks, tmp = _blocks(rows)
     for sl in blocks:
-        _scatter_into(out, ids[sl], torch.mul(rows[sl], c, out=tmp[: sl.stop - sl.start]))
+        scatter_rows(out, ids[sl], torch.mul(rows[sl], c, out=tmp[: sl.stop - sl.start]))
 
 
 def _bpr_scatter(
@@ -185,7 +188,7 @@ def _emit(
     """Scatter a block's row gradients (times their mask rows, gathered into ``scratch``)."""
     if mask is not None:
         grad.mul_(torch.index_select(mask, 0, ids, out=scratch))
-    _scatter_into(out, ids, grad)
+    scatter_rows(out, ids, grad)
 
 
 Table = SizedEmbedding | CompactEmbedding

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from embudget.models.fused import scatter_rows
+
 #: F.normalize's default eps: a row is divided by max(‖x‖, eps).
 _EPS = 1e-12
 
@@ -68,10 +70,10 @@ class _NGCFLoss(torch.autograd.Function):
         g_diff = torch.sigmoid(diff).mul_(g / b).unsqueeze(1)  # ∂L/∂ŷ_neg = −∂L/∂ŷ_pos
         # ∂L/∂f: the L2 term, then each triple's BPR term added at its distinct rows
         grad_f = f * (counts * (2.0 * reg / b) * g).unsqueeze(1)
-        grad_f.index_add_(0, iu, gap * g_diff)
+        scatter_rows(grad_f, iu, gap * g_diff)
         g_v = fu * g_diff
-        grad_f.index_add_(0, ineg, g_v)
-        grad_f.index_add_(0, ip, g_v, alpha=-1)
+        scatter_rows(grad_f, ineg, g_v)
+        scatter_rows(grad_f, ip, g_v, alpha=-1.0)
         # back through the normalisation of layers 1..L, then onto each layer's rows
         d = f.shape[1] // (len(norms) + 1)
         grads: list[torch.Tensor | None] = []
