@@ -207,3 +207,11 @@ def test_committed_results_all_have_settings() -> None:
     assert not any("without recorded settings" in n for n in rep.notes)
     su80 = next(r for r in rep.rows if r.cell == ("gowalla", "lightgcn", 0.8, "su"))
     assert paper_table.FIGURES[su80.cell]["recall@20"] == 0.1674
+
+
+def test_settings_read_as_words() -> None:
+    from embudget.bench.paper_markdown import describe
+
+    text = describe({"train.max_steps": 3000, "search.probe.epochs": 1, "search.iterations": 10})
+    assert text == "faithful: 3,000-step cap, T 10 (50), h 1 epoch (10)"
+    assert "h 2 epochs (10)" in describe({"search.probe.epochs": 2})

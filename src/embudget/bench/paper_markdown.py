@@ -58,12 +58,13 @@ def mode(settings: dict[str, Any] | None) -> str:
     return "fast" if fast else "faithful"
 
 
-#: settings in words, in the order they are listed: {v} the value, {d} bet.md's, {p} a percentage
+#: settings in words, in the order they are listed: {v} the value, {d} bet.md's, {p} a percentage,
+#: {s} a plural "s" unless the value is 1
 _PHRASES: dict[str, str] = {
     "train.max_steps": "{v:,}-step cap",
     "search.retrain.max_steps": "retraining ≤ {v:,} steps",
     "search.iterations": "T {v} ({d})",
-    "search.probe.epochs": "h {v} epochs (10)",
+    "search.probe.epochs": "h {v} epoch{s} (10)",
     "search.retrain.top": "top-{v} retrained ({d})",
     "search.probe.user_fraction": "fitness on {p} of users",
     "search.pretrain.mode": "{v} Θ0",
@@ -97,7 +98,10 @@ def describe(settings: dict[str, Any] | None) -> str:
         value = rest[key]
         template = _PHRASES.get(key, key + " {v} ({d})")
         pct = f"{100 * float(value):g} %" if "{p}" in template else ""
-        parts.append(template.format(v=_VALUES.get(str(value), value), d=BET_DEFAULTS[key], p=pct))
+        plural = "" if value == 1 else "s"
+        parts.append(
+            template.format(v=_VALUES.get(str(value), value), d=BET_DEFAULTS[key], p=pct, s=plural)
+        )
     head = mode(settings)
     return f"{head}: {', '.join(parts)}" if parts else f"{head}, as bet.md"
 
