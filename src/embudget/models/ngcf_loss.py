@@ -5,7 +5,8 @@ wide. Through autograd the loss gathers that 512-wide row for every user, positi
 of the batch (30,000 rows for a 10,000-triple batch), normalises each gathered row, concatenates
 them, and differentiates every one of those steps with fresh (30,000 × 512) tensors. On small
 data, where a batch names each node dozens of times, that batch-side work was ~95 % of an NGCF
-step (gowalla-mini: 350 ms against LightGCN's 19 ms; BENCHMARKS.md, "NGCF step").
+step (gowalla-mini: 321 ms, LightGCN's step 20 ms; BENCHMARKS.md, "NGCF's loss once per
+distinct batch row").
 
 Here the rows are normalised once per *distinct* node of the batch, the BPR and L2 terms read
 those rows through the batch's indices, and the backward accumulates each distinct row's
