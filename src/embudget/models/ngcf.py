@@ -11,13 +11,12 @@ from typing import ClassVar
 
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from embudget.models.base import Backbone, Scorer, bpr_loss, dot_scorer
+from embudget.models.base import Backbone, Scorer, dot_scorer
 from embudget.models.graph import SparseAdjacency
 from embudget.models.ngcf_layer import bi_interaction, keep_mask
-from embudget.models.ngcf_loss import ngcf_loss
+from embudget.models.ngcf_loss import final_rows, ngcf_loss, ngcf_loss_reference
 from embudget.tables.sized import SizedEmbedding
 
 
@@ -174,15 +173,9 @@ class NGCF(Backbone):
             out.append(e)
         return out
 
-    @staticmethod
-    def _final(layers: list[torch.Tensor], idx: torch.Tensor | None = None) -> torch.Tensor:
-        """concat[E^(0), normalised E^(1..L)] for rows ``idx`` (all rows if None)."""
-        rows = layers if idx is None else [t[idx] for t in layers]
-        return torch.cat([rows[0], *(F.normalize(t, p=2.0, dim=1) for t in rows[1:])], dim=1)
-
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item embeddings, (n, (n_layers + 1) · d_max)."""
-        out = self._final(self.layers())
+        out = final_rows(self.layers())
         return out[: self.n_users], out[self.n_users :]
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -193,13 +186,7 @@ class NGCF(Backbone):
         self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
     ) -> torch.Tensor:
         """The loss through plain autograd, on every gathered batch row."""
-        # Normalisation is row-wise, so only the batch rows need it (not the whole table).
-        b = users.shape[0]
-        idx = torch.cat([users, pos + self.n_users, neg + self.n_users])
-        eu, ep, en = self._final(self.layers(), idx).split(b)
-        bpr = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
-        l2 = eu.square().sum() + ep.square().sum() + en.square().sum()
-        return bpr + self.reg * l2 / b
+        return ngcf_loss_reference(self.layers(), users, pos, neg, self.n_users, self.reg)
 
     def scorer(self) -> Scorer:
         with torch.no_grad():

@@ -11,8 +11,8 @@ distinct batch row").
 Here the rows are normalised once per *distinct* node of the batch, the BPR and L2 terms read
 those rows through the batch's indices, and the backward accumulates each distinct row's
 gradient in one (m × (L + 1)·d) buffer before the normalisation's backward. The value and the
-gradients are those of ``NGCF.loss_reference`` up to floating-point rounding (sums are taken
-in another order), checked in ``tests/models/test_ngcf_loss.py``.
+gradients are those of :func:`ngcf_loss_reference` (plain autograd) up to floating-point
+rounding (sums are taken in another order), checked in ``tests/models/test_ngcf_loss.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from embudget.models.base import bpr_loss
 from embudget.models.fused import scatter_rows
 
 #: F.normalize's default eps: a row is divided by max(‖x‖, eps).
@@ -47,9 +48,9 @@ class _NGCFLoss(torch.autograd.Function):
         norms = []
         for t in layers[1:]:
             x = t.index_select(0, rows)
-            n = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-            norms.append(n)
-            parts.append(x.div_(n.clamp_min(_EPS)))
+            n = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(_EPS)
+            norms.append(n)  # max(‖x‖, eps): equal to eps exactly where the clamp holds
+            parts.append(x.div_(n))
         f = torch.cat(parts, dim=1)
         iu, ip, ineg = where.split(batch)
         fu = f.index_select(0, iu)
@@ -87,7 +88,7 @@ class _NGCFLoss(torch.autograd.Function):
                 z, n = f[:, k * d : (k + 1) * d], norms[k - 1]
                 # d(x / max(‖x‖, eps)) = (g − z ⟨g, z⟩) / ‖x‖, or g / eps where the clamp holds
                 along = torch.where(n > _EPS, (gk * z).sum(1, keepdim=True), 0.0)
-                gk = (gk - z * along) / n.clamp_min(_EPS)
+                gk = (gk - z * along) / n
             out = gk.new_zeros((ctx.n_nodes, d))
             grads.append(out.index_copy_(0, rows, gk))
         return (None, None, None, None, *grads)
@@ -106,3 +107,27 @@ def ngcf_loss(
     rows, where = torch.unique(idx, return_inverse=True)
     out: torch.Tensor = _NGCFLoss.apply(float(reg), users.shape[0], rows, where, *layers)
     return out
+
+
+def final_rows(layers: list[torch.Tensor], idx: torch.Tensor | None = None) -> torch.Tensor:
+    """concat[E^(0), normalised E^(1..L)] for rows ``idx`` (all rows if None)."""
+    rows = layers if idx is None else [t[idx] for t in layers]
+    return torch.cat([rows[0], *(F.normalize(t, p=2.0, dim=1) for t in rows[1:])], dim=1)
+
+
+def ngcf_loss_reference(
+    layers: list[torch.Tensor],
+    users: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    n_users: int,
+    reg: float,
+) -> torch.Tensor:
+    """:func:`ngcf_loss` through plain autograd, on every gathered batch row."""
+    # Normalisation is row-wise, so only the batch rows need it (not the whole table).
+    b = users.shape[0]
+    idx = torch.cat([users, pos + n_users, neg + n_users])
+    eu, ep, en = final_rows(layers, idx).split(b)
+    bpr = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
+    l2 = eu.square().sum() + ep.square().sum() + en.square().sum()
+    return bpr + reg * l2 / b
