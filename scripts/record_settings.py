@@ -3,7 +3,7 @@
 Run directories (weights, per-user scores) are not committed, so ``embudget report --paper``
 reads each run's procedure from ``settings.json``: per run id, the settings that differ from
 bet.md's defaults and the backbone's preset, each checked to rebuild the run's recorded config
-hash (``embudget.bench.paper.record_settings``).
+hash (``embudget.bench.records.record_settings``).
 
     python scripts/record_settings.py results/yelp2018-lightgcn-std20 [FOLDER ...]
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from embudget.bench.paper import SETTINGS_FILE, record_settings
+from embudget.bench.records import SETTINGS_FILE, record_settings
 
 
 def main() -> None:

@@ -107,7 +107,11 @@ def test_cell_config_sets_the_cell_and_keeps_the_base(tmp_path: Path) -> None:
     full = grid.cell_config(grid.Cell("gowalla-mini", "mf", "full", None, 0), base)
     assert full.budget.sparsity == 0.0
     assert grid.deviations(cfg)["train.lr"] == 0.01
-    assert grid.preset(cfg) == "fast"
+    assert grid.preset(cfg) == "faithful"  # a setting changed: not fast mode
+    fast = grid.cell_config(
+        grid.Cell("gowalla-mini", "lightgcn", "bet", 0.9, 0), grid.Settings(fast=True)
+    )
+    assert grid.preset(fast) == "fast"
     # each backbone gets its own defaults, as `embudget search --model X` would
     for model in ("mf", "ncf", "lightgcn"):
         cell = grid.cell_config(grid.Cell("gowalla-mini", model, "bet", 0.8, 0))
@@ -262,7 +266,7 @@ def test_records_are_long_format_and_match_the_run(tmp_path: Path) -> None:
             assert r["params_used"] == res.usage.params
             assert r["time_search_s"] == res.timing.search == 0.0
             assert r["torch_version"] == res.torch_version == torch.__version__
-            assert r["schema"] == 1 and r["preset"] == "fast" and r["split_seed"] == 42
+            assert r["schema"] == 1 and r["preset"] == "faithful" and r["split_seed"] == 42
         assert {(r["split"], r["metric"], r["k"]) for r in mine} >= {
             ("test", "recall", 20),
             ("valid", "ndcg", 5),

@@ -15,6 +15,7 @@ import pytest
 import scipy.stats
 
 from embudget.bench import paper, paper_table, records
+from embudget.bench.aggregate import build_tables
 from embudget.bench.cells import Cell, Settings, cell_config, deviations
 from embudget.cli import main
 from embudget.errors import ResultError, RunDirError
@@ -137,11 +138,11 @@ def test_rows_ratios_blanks_and_p_values(tmp_path: Path) -> None:
 def test_settings_json_is_used_only_where_it_gives_the_recorded_hash(tmp_path: Path) -> None:
     out = tmp_path / "res"
     settings = _write(out, with_config=False)
-    (out / paper.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
+    (out / records.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
     with_file = paper.paper_report([out]).markdown  # no config.yaml: settings.json alone
     bet_run = next(k for k in settings if "-bet-s0.9-" in k)
     settings[bet_run] = {**settings[bet_run], "search.probe.steps": 50}  # not what ran
-    (out / paper.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
+    (out / records.SETTINGS_FILE).write_text(json.dumps({"runs": settings}))
     rep = paper.paper_report([out])
     assert "fast: 3,000-step cap, 20-step probes" in with_file
     assert "| 90 % | BET | settings not recorded |" in rep.markdown
@@ -152,15 +153,38 @@ def test_record_settings_writes_what_the_report_reads_without_run_configs(tmp_pa
     out = tmp_path / "res"
     settings = _write(out)
     with_configs = paper.paper_report([out]).markdown
-    assert paper.record_settings(out) == settings
+    assert records.record_settings(out) == settings
     for cfg in out.glob("runs/*/config.yaml"):
         cfg.unlink()
     assert paper.paper_report([out]).markdown == with_configs  # settings.json alone
-    doc = json.loads((out / paper.SETTINGS_FILE).read_text())
+    doc = json.loads((out / records.SETTINGS_FILE).read_text())
     assert doc["runs"] == settings and list(doc["runs"]) == sorted(settings)
     with pytest.raises(ResultError, match="is missing"):  # nothing left to record from
-        paper.record_settings(out)
-    assert json.loads((out / paper.SETTINGS_FILE).read_text()) == doc  # the file is kept
+        records.record_settings(out)
+    assert json.loads((out / records.SETTINGS_FILE).read_text()) == doc  # the file is kept
+
+
+def test_folder_report_names_each_procedure_from_configs_or_settings_json(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    _write(out)
+    with_configs = {t.backbone: t for t in build_tables(out)[0]}
+    # cut-down faithful runs (step caps, fewer iterations) are not fast mode; 20-step probes are
+    assert with_configs["lightgcn"].presets == ["faithful", "fast"]
+    assert with_configs["lightgcn"].deviations["search.probe.steps"] == "20 | default"
+    assert with_configs["mf"].presets == ["faithful"] and with_configs["mf"].deviations == {}
+    records.record_settings(out)
+    for cfg in out.glob("runs/*/config.yaml"):
+        cfg.unlink()
+    committed = {t.backbone: t for t in build_tables(out)[0]}  # settings.json alone
+    for name, table in with_configs.items():
+        assert (committed[name].presets, committed[name].deviations) == (
+            table.presets,
+            table.deviations,
+        )
+    (out / records.SETTINGS_FILE).unlink()  # neither: the procedure results.jsonl recorded
+    bare = {t.backbone: t for t in build_tables(out)[0]}
+    assert bare["lightgcn"].presets == ["faithful", "fast"]
+    assert bare["lightgcn"].deviations == {}
 
 
 def test_paths_globs_and_errors(tmp_path: Path) -> None:

@@ -392,7 +392,8 @@ def test_footnote_lists_every_value_of_a_setting_that_differs_between_cells(
         (tmp_path / name).mkdir()
         cfg = load_config(overrides=over + ["search.iterations=7"], fast=False)
         (tmp_path / name / "config.yaml").write_text(cfg.to_yaml())
-        runs.append(report.Run(name, "bet", 0.8, 0, name, 1, 0.2, 0.0, {}))
+        meta = {"run_id": name, "run_dir": name}
+        runs.append(report.Run(name, "bet", 0.8, 0, name, 1, 0.2, 0.0, meta))
     dev = report.table_deviations(tmp_path, runs)
     assert dev["search.iterations"] == 7  # the same everywhere: one value
     assert dev["search.retrain.top"] == "2 | 1 | default"  # run c keeps the faithful top-5

@@ -6,17 +6,16 @@ sparsity, its runs by seed), and the paired t-tests of each search method agains
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embudget.bench.cells import BASELINES, METHODS, SEARCHES, deviations
-from embudget.bench.records import RESULTS_FILE, load_results
+from embudget.bench.cells import BASELINES, METHODS, SEARCHES, deviations, procedure
+from embudget.bench.records import RESULTS_FILE, load_results, recorded_settings, run_config
 from embudget.bench.stats import paired_ttest
-from embudget.config import load_config
 from embudget.errors import ConfigError, ResultError, RunDirError
 from embudget.io import load_npz
 
@@ -254,14 +253,30 @@ def _grouped(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Run]]:
     return groups
 
 
-def _about(group: Sequence[Run]) -> dict[str, list[Any]]:
-    """What a table's caption lists: split seeds, presets, versions and devices of its runs."""
+def _about(group: Sequence[Run], changes: dict[str, dict[str, Any] | None]) -> dict[str, list[Any]]:
+    """What a table's caption lists: split seeds, procedures (:func:`cells.procedure`, else the
+    recorded ``preset``), versions and devices of its runs."""
+    procedures = set()
+    for r in group:
+        dev = changes[r.run_id]
+        procedures.add(str(r.meta["preset"]) if dev is None else procedure(dev))
     return {
         "split_seeds": sorted({int(r.meta["split_seed"]) for r in group}),
-        "presets": sorted({str(r.meta["preset"]) for r in group}),
+        "presets": sorted(procedures),
         "versions": sorted({str(r.meta["embudget_version"]) for r in group}),
         "devices": sorted({str(r.meta["device"]) for r in group}),
     }
+
+
+def run_changes(results_dir: Path, runs: Sequence[Run]) -> dict[str, dict[str, Any] | None]:
+    """run id -> its settings that differ from the faithful defaults (:func:`cells.deviations`)
+    of the config :func:`records.run_config` recovers; None where it recovers none."""
+    recorded = recorded_settings(results_dir)
+    out: dict[str, dict[str, Any] | None] = {}
+    for r in runs:
+        cfg = run_config(results_dir, r.meta, recorded)
+        out[r.run_id] = None if cfg is None else deviations(cfg)
+    return out
 
 
 def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
@@ -278,7 +293,8 @@ def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
     try:  # every field of the records is read here, so a malformed one is a ResultError
         runs, notes = _runs(load_results(path))
         groups = _grouped(runs)
-        about = {key: _about(group) for key, group in groups.items()}
+        changes = run_changes(results_dir, runs)
+        about = {key: _about(group, changes) for key, group in groups.items()}
     except KeyError as e:
         raise ResultError(f"{path}: a record lacks the field {e}") from None
     except (TypeError, ValueError) as e:
@@ -305,7 +321,7 @@ def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
                 backbone=backbone,
                 rows=rows,
                 comparisons=_table_comparisons(results_dir, rows),
-                deviations=table_deviations(results_dir, group),
+                deviations=_union(changes[r.run_id] for r in group),
                 **about[(dataset, protocol, backbone)],
             )
         )
@@ -313,14 +329,14 @@ def build_tables(results_dir: str | Path) -> tuple[list[Table], list[str]]:
 
 
 def table_deviations(results_dir: Path, runs: Sequence[Run]) -> dict[str, Any]:
-    """Union of the non-faithful settings of the runs' resolved configs (bet.md §14.7); a
+    """Union of the non-faithful settings of the runs (:func:`run_changes`; bet.md §14.7); a
     setting whose value differs between runs lists every value, ``a | b`` (``default`` for runs
     that keep the faithful value)."""
-    per_run = []
-    for r in runs:
-        path = results_dir / r.run_dir / "config.yaml"
-        if path.is_file():
-            per_run.append(deviations(load_config([path], fast=False)))
+    return _union(run_changes(results_dir, runs).values())
+
+
+def _union(changes: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    per_run = [dev for dev in changes if dev is not None]
     seen: dict[str, list[Any]] = {}
     for dev in per_run:
         for k, v in dev.items():

@@ -168,6 +168,22 @@ def deviations(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+def procedure(changes: Mapping[str, Any]) -> str:
+    """``fast`` when settings that differ from bet.md's (dotted keys, as :func:`deviations`
+    gives them) make fast mode (bet.md §14.7): a nested Θ0, probes of a fixed number of steps,
+    a batch-fitted predictor or warm retraining; else ``faithful``, bet.md's procedure, possibly
+    cut down (fewer iterations, shorter probes, step caps) or otherwise changed (a learning
+    rate): the changes are listed beside it wherever it is shown."""
+    fast = (
+        changes.get("search.pretrain.mode") == "nested"
+        or changes.get("search.probe.steps") is not None
+        or changes.get("search.predictor.update_mode") == "batch"
+        or changes.get("search.retrain.init") == "shared"
+    )
+    return "fast" if fast else "faithful"
+
+
 def preset(cfg: RunConfig) -> str:
-    """``faithful`` when the procedure matches bet.md's defaults, else ``fast``."""
-    return "fast" if deviations(cfg) else "faithful"
+    """The procedure of ``cfg`` (:func:`procedure`), as results.jsonl records it
+    (protocol.md §9.2)."""
+    return procedure(deviations(cfg))

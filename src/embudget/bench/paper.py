@@ -25,16 +25,20 @@ from typing import Any
 
 from embudget.bench import paper_table
 from embudget.bench.aggregate import Row, _runs
-from embudget.bench.cells import BASELINES, Cell, Settings, cell_config, deviations
+from embudget.bench.cells import BASELINES
 from embudget.bench.paper_markdown import BET_DEFAULTS, PaperRow, mode, render
-from embudget.bench.records import RESULTS_FILE, load_results
-from embudget.config import RunConfig, load_config
-from embudget.errors import ConfigError, ResultError, RunDirError
-from embudget.io import atomic_path
+from embudget.bench.records import (
+    RESULTS_FILE,
+    SETTINGS_FILE,
+    load_results,
+    recorded_settings,
+    run_config,
+)
+from embudget.config import RunConfig
+from embudget.errors import ResultError, RunDirError
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
 _PROCEDURE = ("model", "train", "eval", "search")
 _NOT_PROCEDURE = ("model.name", "search.method")
 #: settings a baseline (SU, SR) never reads: the search's
@@ -81,100 +85,6 @@ def find_results(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        *head, last = key.split(".")
-        node = out
-        for h in head:
-            node = node.setdefault(h, {})
-        node[last] = value
-    return out
-
-
-def _recorded_settings(folder: Path) -> dict[str, Any]:
-    """run id -> backbone-relative settings from ``folder/settings.json`` ({} without one)."""
-    path = folder / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultError(f"{path} cannot be read ({e})") from None
-    runs = doc.get("runs") if isinstance(doc, dict) else None
-    if not isinstance(runs, dict):
-        raise ResultError(f"{path} holds no 'runs' object")
-    return runs
-
-
-def run_config(folder: Path, meta: dict[str, Any], recorded: dict[str, Any]) -> RunConfig | None:
-    """The run's resolved config: its ``config.yaml``, else rebuilt from ``recorded`` and
-    accepted only if it has the recorded hash; None when neither gives it."""
-    path = folder / meta["run_dir"] / "config.yaml"
-    if path.is_file():
-        try:
-            return load_config([path], fast=False)
-        except ConfigError as e:  # e.g. written by an older embudget: try settings.json
-            log.warning("%s does not load (%s)", path, e)
-    changes = recorded.get(meta["run_id"])
-    if not isinstance(changes, dict):
-        return None
-    return config_from_settings(meta, changes, folder)
-
-
-def config_from_settings(
-    meta: dict[str, Any], changes: dict[str, Any], folder: Path
-) -> RunConfig | None:
-    """The run's config rebuilt from its recorded settings, or None (logged) when they do not
-    load or do not give the run's recorded config hash."""
-    sparsity = None if meta["method"] == "full" else meta["sparsity"]
-    cell = Cell(meta["dataset"], meta["backbone"], meta["method"], sparsity, int(meta["seed"]))
-    data = {"data.protocol": meta["protocol"], "data.split_seed": meta["split_seed"]}
-    try:
-        cfg = cell_config(cell, Settings(updates=_nested({**changes, **data}), fast=False))
-    except ConfigError as e:
-        log.warning("%s: the settings of %s do not load (%s)", folder, meta["run_id"], e)
-        return None
-    if cfg.hash() != meta["config_hash"]:
-        log.warning("%s: the settings of %s do not give its config hash", folder, meta["run_id"])
-        return None
-    return cfg
-
-
-SETTINGS_ABOUT = (
-    "Each run's procedure settings that differ from bet.md's defaults and its backbone's preset "
-    "(embudget.bench.cells.deviations), recovered by matching the recorded config hash. "
-    "`embudget report --paper` rebuilds each run's config from these settings and uses them only "
-    "where its hash equals the one in results.jsonl."
-)
-
-
-def record_settings(folder: Path) -> dict[str, Any]:
-    """Write ``folder/settings.json`` from its run directories' ``config.yaml`` (before the
-    folder is committed without them); every entry is checked to rebuild its run's hash.
-
-    Raises:
-        ResultError: a run directory's config is missing, does not give the recorded hash, or
-            its settings do not rebuild it.
-    """
-    runs: dict[str, Any] = {}
-    for meta in load_results(Path(folder) / RESULTS_FILE):
-        path = Path(folder) / meta["run_dir"] / "config.yaml"
-        if not path.is_file():
-            raise ResultError(f"{path} is missing: settings are recorded from the run directories")
-        cfg = load_config([path], fast=False)
-        if cfg.hash() != meta["config_hash"]:
-            raise ResultError(f"{path} does not give the recorded config hash of {meta['run_id']}")
-        changes = deviations(cfg)
-        if config_from_settings(meta, changes, Path(folder)) is None:
-            raise ResultError(f"the settings of {meta['run_id']} do not rebuild its config hash")
-        runs[meta["run_id"]] = changes
-    doc = {"schema": 1, "about": SETTINGS_ABOUT, "runs": dict(sorted(runs.items()))}
-    with atomic_path(Path(folder) / SETTINGS_FILE) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    return runs
-
-
 def bet_deviations(cfg: RunConfig) -> dict[str, Any]:
     """The procedure settings of ``cfg`` that differ from bet.md's (backbone presets included,
     e.g. NCF's learning rate)."""
@@ -215,7 +125,7 @@ def collect(results_files: Sequence[Path]) -> tuple[list[PaperRow], list[str]]:
     for path in results_files:
         folder = path.parent
         runs, _ = _runs(load_results(path))
-        recorded = _recorded_settings(folder)
+        recorded = recorded_settings(folder)
         for run in sorted(runs, key=lambda r: (r.seed, r.run_id)):
             m = run.meta
             cell_ok = (

@@ -13,6 +13,7 @@ import numpy as np
 
 from embudget.bench import paper_table
 from embudget.bench.aggregate import Row, compare
+from embudget.bench.cells import procedure
 from embudget.config import RunConfig
 from embudget.errors import ConfigError, RunDirError
 
@@ -49,13 +50,7 @@ def mode(settings: dict[str, Any] | None) -> str:
     """``faithful`` (bet.md's procedure, possibly cut down) or ``fast`` (bet.md §14.7)."""
     if settings is None:
         return "not recorded"
-    fast = (
-        settings.get("search.pretrain.mode") == "nested"
-        or settings.get("search.probe.steps") is not None
-        or settings.get("search.predictor.update_mode") == "batch"
-        or settings.get("search.retrain.init") == "shared"
-    )
-    return "fast" if fast else "faithful"
+    return procedure(settings)
 
 
 #: settings in words, in the order they are listed: {v} the value, {d} bet.md's, {p} a percentage,

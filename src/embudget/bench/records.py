@@ -3,6 +3,10 @@
 One line per (run, split, metric, K); all lines of a cell are written at once and each carries
 ``n_records``, so a reader drops a cell cut short by a torn write. A line of another schema
 version, or one that is not a record, is a :class:`~embudget.errors.ResultError`.
+
+A run's config comes from its run directory's ``config.yaml`` or, where the run directory is not
+at hand (committed results keep none), from the folder's ``settings.json``
+(:func:`record_settings`), whose entries count only when they rebuild the recorded config hash.
 """
 
 from __future__ import annotations
@@ -12,15 +16,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from embudget.bench.cells import Cell, preset
-from embudget.config import RunConfig
-from embudget.errors import ResultError
+from embudget.bench.cells import Cell, Settings, cell_config, deviations, preset
+from embudget.config import RunConfig, load_config
+from embudget.errors import ConfigError, ResultError
+from embudget.io import atomic_path
 from embudget.result import RunResult
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
 RESULTS_FILE = "results.jsonl"
+#: each run's settings that differ from the faithful defaults, kept beside a committed
+#: results.jsonl whose run directories are not (written by :func:`record_settings`)
+SETTINGS_FILE = "settings.json"
+SETTINGS_ABOUT = (
+    "Each run's procedure settings that differ from bet.md's defaults and its backbone's preset "
+    "(embudget.bench.cells.deviations), recovered by matching the recorded config hash. "
+    "`embudget report` and `embudget report --paper` rebuild each run's config from these settings "
+    "and use them only where its hash equals the one in results.jsonl."
+)
 
 
 def _split_metric(name: str) -> tuple[str, int | None]:
@@ -139,3 +153,94 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         n_bad = len(records) - len(complete)
         log.warning("%s: %d records of unfinished cells ignored", path, n_bad)
     return complete
+
+
+def record_settings(folder: Path) -> dict[str, Any]:
+    """Write ``folder/settings.json`` from its run directories' ``config.yaml`` (before the
+    folder is committed without them); every entry is checked to rebuild its run's hash.
+
+    Raises:
+        ResultError: a run directory's config is missing, does not give the recorded hash, or
+            its settings do not rebuild it.
+    """
+    runs: dict[str, Any] = {}
+    for meta in load_results(Path(folder) / RESULTS_FILE):
+        path = Path(folder) / meta["run_dir"] / "config.yaml"
+        if not path.is_file():
+            raise ResultError(f"{path} is missing: settings are recorded from the run directories")
+        cfg = load_config([path], fast=False)
+        if cfg.hash() != meta["config_hash"]:
+            raise ResultError(f"{path} does not give the recorded config hash of {meta['run_id']}")
+        changes = deviations(cfg)
+        if config_from_settings(meta, changes, Path(folder)) is None:
+            raise ResultError(f"the settings of {meta['run_id']} do not rebuild its config hash")
+        runs[meta["run_id"]] = changes
+    doc = {"schema": 1, "about": SETTINGS_ABOUT, "runs": dict(sorted(runs.items()))}
+    with atomic_path(Path(folder) / SETTINGS_FILE) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return runs
+
+
+def recorded_settings(folder: Path) -> dict[str, Any]:
+    """run id -> the run's settings that differ from the faithful defaults, from
+    ``folder/settings.json`` ({} without one).
+
+    Raises:
+        ResultError: the file is not JSON or holds no ``runs`` object.
+    """
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultError(f"{path} cannot be read ({e})") from None
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, dict):
+        raise ResultError(f"{path} holds no 'runs' object")
+    return runs
+
+
+def run_config(folder: Path, meta: dict[str, Any], recorded: dict[str, Any]) -> RunConfig | None:
+    """The run's resolved config: its ``config.yaml``, else rebuilt from ``recorded`` and
+    accepted only if it has the recorded hash; None when neither gives it."""
+    path = folder / meta["run_dir"] / "config.yaml"
+    if path.is_file():
+        try:
+            return load_config([path], fast=False)
+        except ConfigError as e:  # e.g. written by an older embudget: try settings.json
+            log.warning("%s does not load (%s)", path, e)
+    changes = recorded.get(meta["run_id"])
+    if not isinstance(changes, dict):
+        return None
+    return config_from_settings(meta, changes, folder)
+
+
+def config_from_settings(
+    meta: dict[str, Any], changes: dict[str, Any], folder: Path
+) -> RunConfig | None:
+    """The run's config rebuilt from its recorded settings, or None (logged) when they do not
+    load or do not give the run's recorded config hash."""
+    sparsity = None if meta["method"] == "full" else meta["sparsity"]
+    cell = Cell(meta["dataset"], meta["backbone"], meta["method"], sparsity, int(meta["seed"]))
+    data = {"data.protocol": meta["protocol"], "data.split_seed": meta["split_seed"]}
+    try:
+        cfg = cell_config(cell, Settings(updates=_nested({**changes, **data}), fast=False))
+    except ConfigError as e:
+        log.warning("%s: the settings of %s do not load (%s)", folder, meta["run_id"], e)
+        return None
+    if cfg.hash() != meta["config_hash"]:
+        log.warning("%s: the settings of %s do not give its config hash", folder, meta["run_id"])
+        return None
+    return cfg
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *head, last = key.split(".")
+        node = out
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = value
+    return out
