@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from embudget.bench.stats import align_per_user, paired_ttest
+from embudget.bench.stats import align_per_user, mean_per_user, paired_ttest
 from embudget.errors import ConfigError
 
 
@@ -88,3 +88,19 @@ def test_align_rejects_bad_input() -> None:
         align_per_user(np.array([1, 1]), np.zeros(2), np.array([1]), np.zeros(1))
     with pytest.raises(ConfigError, match="entries"):
         align_per_user(np.array([1, 2]), np.zeros(3), np.array([1]), np.zeros(1))
+
+
+def test_mean_per_user_averages_the_users_every_run_has() -> None:
+    seed0 = (np.array([4, 0, 2, 7]), np.array([0.4, 0.0, 0.2, 0.7], dtype=np.float32))
+    seed1 = (np.array([2, 4, 0]), np.array([0.6, 0.0, 1.0], dtype=np.float32))
+    users, mean = mean_per_user([seed0, seed1])
+    np.testing.assert_array_equal(users, [0, 2, 4])  # user 7 was evaluated once only
+    np.testing.assert_allclose(mean, [0.5, 0.4, 0.2], rtol=1e-6)
+    assert mean.dtype == np.float64
+    one_users, one = mean_per_user([seed0])  # one run: its scores, sorted by user
+    np.testing.assert_array_equal(one_users, [0, 2, 4, 7])
+    np.testing.assert_allclose(one, [0.0, 0.2, 0.4, 0.7], rtol=1e-6)
+    with pytest.raises(ConfigError, match="at least one run"):
+        mean_per_user([])
+    with pytest.raises(ConfigError, match="duplicate"):
+        mean_per_user([seed0, (np.array([1, 1]), np.zeros(2))])

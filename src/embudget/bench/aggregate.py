@@ -15,7 +15,7 @@ import numpy as np
 
 from embudget.bench.cells import BASELINES, METHODS, SEARCHES, deviations, procedure
 from embudget.bench.records import RESULTS_FILE, load_results, recorded_settings, run_config
-from embudget.bench.stats import paired_ttest
+from embudget.bench.stats import mean_per_user, paired_ttest
 from embudget.errors import ConfigError, ResultError, RunDirError
 from embudget.io import load_npz
 
@@ -178,7 +178,6 @@ def _seed_averaged(
     results_dir: Path, row: Row, seeds: Sequence[int], metric: str, cache: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(users, mean over ``seeds`` of each user's test score) for users evaluated in all seeds."""
-    users: np.ndarray | None = None
     per_seed = []
     for s in seeds:
         rd = row.runs[s].run_dir
@@ -191,10 +190,7 @@ def _seed_averaged(
         if metric not in z:
             raise RunDirError(f"{results_dir / rd / 'per_user_test.npz'} holds no {metric!r}")
         per_seed.append((z["users"], z[metric]))
-        users = z["users"] if users is None else np.intersect1d(users, z["users"])
-    assert users is not None
-    stacked = [v[np.searchsorted(u, users)] for u, v in per_seed]  # users are ascending
-    return users, np.mean(np.stack(stacked).astype(np.float64), axis=0)
+    return mean_per_user(per_seed)
 
 
 def compare(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.stats
@@ -36,6 +37,29 @@ def align_per_user(
             raise ConfigError(f"users_{tag} contains duplicate users; each user appears once")
     common, ia, ib = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
     return common, va[ia], vb[ib]
+
+
+def mean_per_user(
+    runs: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's score averaged over several runs (e.g. seeds), for the users every run
+    evaluated.
+
+    Args:
+        runs: ``(users, values)`` of each run, one value per user, users in any order.
+
+    Returns:
+        ``(users, mean)``: the common users (ascending) and their mean score (float64).
+    """
+    if not runs:
+        raise ConfigError("mean_per_user needs at least one run")
+    # each run checked (lengths, no duplicate user) and sorted by user
+    ordered = [align_per_user(u, v, u, v)[:2] for u, v in runs]
+    users = ordered[0][0]
+    for u, _ in ordered[1:]:
+        users = np.intersect1d(users, u, assume_unique=True)
+    stacked = [v[np.searchsorted(u, users)].astype(np.float64) for u, v in ordered]
+    return users, np.mean(np.stack(stacked), axis=0)
 
 
 def paired_ttest(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
