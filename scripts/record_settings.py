@@ -3,7 +3,8 @@
 Run directories (weights, per-user scores) are not committed, so ``embudget report --paper``
 reads each run's procedure from ``settings.json``: per run id, the settings that differ from
 bet.md's defaults and the backbone's preset, each checked to rebuild the run's recorded config
-hash (``embudget.bench.records.record_settings``).
+hash (``embudget.bench.records.record_settings``). Runs added to a committed folder get their
+entries from their run directories; the committed runs keep theirs.
 
     python scripts/record_settings.py results/yelp2018-lightgcn-std20 [FOLDER ...]
 """

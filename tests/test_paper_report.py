@@ -159,6 +159,16 @@ def test_record_settings_writes_what_the_report_reads_without_run_configs(tmp_pa
     assert paper.paper_report([out]).markdown == with_configs  # settings.json alone
     doc = json.loads((out / records.SETTINGS_FILE).read_text())
     assert doc["runs"] == settings and list(doc["runs"]) == sorted(settings)
+    # run directories gone: each run keeps its entry (a committed folder that new runs extend)
+    assert records.record_settings(out) == settings
+    assert json.loads((out / records.SETTINGS_FILE).read_text()) == doc
+    bet_run = next(k for k in settings if "-bet-s0.9-" in k)
+    doc["runs"][bet_run] = {**settings[bet_run], "search.probe.steps": 50}  # not what ran
+    (out / records.SETTINGS_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ResultError, match="do not rebuild"):
+        records.record_settings(out)
+    del doc["runs"][bet_run]
+    (out / records.SETTINGS_FILE).write_text(json.dumps(doc))
     with pytest.raises(ResultError, match="is missing"):  # nothing left to record from
         records.record_settings(out)
     assert json.loads((out / records.SETTINGS_FILE).read_text()) == doc  # the file is kept

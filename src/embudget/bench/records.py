@@ -157,26 +157,38 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
 
 def record_settings(folder: Path) -> dict[str, Any]:
     """Write ``folder/settings.json`` from its run directories' ``config.yaml`` (before the
-    folder is committed without them); every entry is checked to rebuild its run's hash.
+    folder is committed without them); a run whose directory is gone keeps its entry of the
+    existing ``settings.json`` (a committed folder that new runs extend). Every entry is checked
+    to rebuild its run's recorded config hash.
 
     Raises:
-        ResultError: a run directory's config is missing, does not give the recorded hash, or
-            its settings do not rebuild it.
+        ResultError: a run has neither a ``config.yaml`` nor an entry that rebuilds its hash, or
+            its ``config.yaml`` does not give the recorded hash.
     """
+    folder = Path(folder)
+    kept = recorded_settings(folder)
     runs: dict[str, Any] = {}
-    for meta in load_results(Path(folder) / RESULTS_FILE):
-        path = Path(folder) / meta["run_dir"] / "config.yaml"
-        if not path.is_file():
-            raise ResultError(f"{path} is missing: settings are recorded from the run directories")
-        cfg = load_config([path], fast=False)
-        if cfg.hash() != meta["config_hash"]:
-            raise ResultError(f"{path} does not give the recorded config hash of {meta['run_id']}")
-        changes = deviations(cfg)
-        if config_from_settings(meta, changes, Path(folder)) is None:
+    for meta in load_results(folder / RESULTS_FILE):
+        path = folder / meta["run_dir"] / "config.yaml"
+        if path.is_file():
+            cfg = load_config([path], fast=False)
+            if cfg.hash() != meta["config_hash"]:
+                raise ResultError(
+                    f"{path} does not give the recorded config hash of {meta['run_id']}"
+                )
+            changes = deviations(cfg)
+        elif isinstance(kept.get(meta["run_id"]), dict):
+            changes = kept[meta["run_id"]]
+        else:
+            raise ResultError(
+                f"{path} is missing and {folder / SETTINGS_FILE} has no entry for "
+                f"{meta['run_id']}: settings are recorded from the run directories"
+            )
+        if config_from_settings(meta, changes, folder) is None:
             raise ResultError(f"the settings of {meta['run_id']} do not rebuild its config hash")
         runs[meta["run_id"]] = changes
     doc = {"schema": 1, "about": SETTINGS_ABOUT, "runs": dict(sorted(runs.items()))}
-    with atomic_path(Path(folder) / SETTINGS_FILE) as tmp:
+    with atomic_path(folder / SETTINGS_FILE) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return runs
 
