@@ -39,16 +39,17 @@ def _files(side: str) -> list[Path]:
     return out
 
 
-def _side(side: str, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(users, each user's score averaged over the side's runs, number of runs)."""
-    runs = []
-    for path in _files(side):
+def _side(side: str, metrics: list[str]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """metric -> (users, each user's score averaged over the side's runs); number of runs."""
+    runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in metrics}
+    files = _files(side)
+    for path in files:
         with np.load(path, allow_pickle=False) as z:
-            if metric not in z.files:
-                raise ConfigError(f"{path} holds no {metric!r} (it has {', '.join(z.files)})")
-            runs.append((z["users"], z[metric]))
-    users, mean = mean_per_user(runs)
-    return users, mean, len(runs)
+            for metric in metrics:
+                if metric not in z.files:
+                    raise ConfigError(f"{path} holds no {metric!r} (it has {', '.join(z.files)})")
+                runs[metric].append((z["users"], z[metric]))
+    return {m: mean_per_user(r) for m, r in runs.items()}, len(files)
 
 
 def _p(p: float) -> str:
@@ -61,10 +62,10 @@ def main() -> None:
     ap.add_argument("b", help="run(s) B, the same way")
     ap.add_argument("--metrics", default="recall@20,ndcg@20,recall@5,ndcg@5")
     args = ap.parse_args()
-    for metric in args.metrics.split(","):
-        ua, ma, na = _side(args.a, metric)
-        ub, mb, nb = _side(args.b, metric)
-        users, va, vb = align_per_user(ua, ma, ub, mb)
+    metrics = args.metrics.split(",")
+    (a, na), (b, nb) = _side(args.a, metrics), _side(args.b, metrics)
+    for metric in metrics:
+        users, va, vb = align_per_user(*a[metric], *b[metric])
         t = paired_ttest(va, vb)
         print(
             f"{metric:>10}: A {va.mean():.4f}  B {vb.mean():.4f}  A-B {t['mean_diff']:+.4f} "

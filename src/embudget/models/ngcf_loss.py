@@ -103,10 +103,16 @@ def ngcf_loss(
     reg: float,
 ) -> torch.Tensor:
     """NGCF's BPR + L2 loss from its layers [E^(0), ..., E^(L)] (each (N × d), users first)."""
-    idx = torch.cat([users, pos + n_users, neg + n_users])
-    rows, where = torch.unique(idx, return_inverse=True)
+    rows, where = torch.unique(_batch_rows(users, pos, neg, n_users), return_inverse=True)
     out: torch.Tensor = _NGCFLoss.apply(float(reg), users.shape[0], rows, where, *layers)
     return out
+
+
+def _batch_rows(
+    users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, n_users: int
+) -> torch.Tensor:
+    """The batch's rows of the stacked node table (items after users): users, pos, neg."""
+    return torch.cat([users, pos + n_users, neg + n_users])
 
 
 def final_rows(layers: list[torch.Tensor], idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,8 +132,7 @@ def ngcf_loss_reference(
     """:func:`ngcf_loss` through plain autograd, on every gathered batch row."""
     # Normalisation is row-wise, so only the batch rows need it (not the whole table).
     b = users.shape[0]
-    idx = torch.cat([users, pos + n_users, neg + n_users])
-    eu, ep, en = final_rows(layers, idx).split(b)
+    eu, ep, en = final_rows(layers, _batch_rows(users, pos, neg, n_users)).split(b)
     bpr = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
     l2 = eu.square().sum() + ep.square().sum() + en.square().sum()
     return bpr + reg * l2 / b
