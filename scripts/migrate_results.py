@@ -36,15 +36,13 @@ from typing import Any
 import yaml
 
 from embudget.bench.cells import Cell, Settings, cell_config
-from embudget.config import LEGACY_KEYS, RunConfig, load_config
+from embudget.config import LEGACY_KEYS, RUNTIME_KEYS, RunConfig, load_config
 from embudget.config.legacy import upgrade
 from embudget.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # the format-1 hash, frozen
 # --------------------------------------------------------------------------------------------
-#: format-1 settings that say where a run executes; never hashed
-LEGACY_RUNTIME_KEYS = ("device", "threads", "cache_dir")
 #: format-1 settings added after the first release, hashed only away from their default
 LEGACY_OMIT_AT_DEFAULT: dict[str, Any] = {
     "train.eval_user_fraction": 1.0,
@@ -106,7 +104,8 @@ def legacy_document(cfg: RunConfig) -> dict[str, Any]:
 
 def legacy_hash(cfg: RunConfig, omit: dict[str, Any]) -> str:
     """The format-1 ``RunConfig.hash()`` of ``cfg`` with ``omit`` as its omission list."""
-    d = {k: v for k, v in legacy_document(cfg).items() if k not in LEGACY_RUNTIME_KEYS}
+    # runtime keys, format 1's three and any added since, were never hashed
+    d = {k: v for k, v in legacy_document(cfg).items() if k not in RUNTIME_KEYS}
     for key, default in omit.items():
         section, name = key.split(".")
         if d[section][name] == default:

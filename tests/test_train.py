@@ -15,6 +15,7 @@ from embudget.pipeline.build import selection_users
 from embudget.pipeline.pretrain import pretrain_key
 from embudget.pipeline.run import run_train
 from embudget.seeds import torch_generator
+from embudget.training import fit as fit_module
 from embudget.training.fit import fit, validate, validation_users
 
 CFG = TrainConfig(batch_users=1000, eval_every_steps=40, patience=2, max_steps=200)
@@ -99,6 +100,44 @@ def test_interrupted_fit_resumes_to_the_same_result(
     m2 = _model(mini, name)  # a fresh process would rebuild the model the same way
     res = fit(m2, mini, CFG, seed=3, checkpoint=ckpt)
     assert [h["valid"] for h in res.history] == [h["valid"] for h in ref.history]
+    assert res.best_step == ref.best_step and res.steps == ref.steps
+    for (k, v), (k2, v2) in zip(
+        ref_model.state_dict().items(), m2.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(v, v2), k
+
+
+@pytest.mark.parametrize("name", ["mf", "ngcf"])
+def test_a_fit_killed_between_validations_resumes_from_its_clock_checkpoint(
+    mini: Dataset, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkpoint_seconds=0 saves after every step; a kill right after the save at step 57
+    (between the validations at 40 and 80) resumes to the uninterrupted run, losses included."""
+    ref_model = _model(mini, name)
+    ref = fit(ref_model, mini, CFG, seed=3)
+
+    real_save = fit_module.save_torch
+    saves = {"n": 0}
+
+    def save_then_die(path: Path, obj: dict) -> None:
+        real_save(path, obj)
+        saves["n"] += 1
+        if saves["n"] == 57:  # steps 1..39 mid-window, 40 validated, 41..57 mid-window
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt.pt"
+    monkeypatch.setattr(fit_module, "save_torch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(mini, name), mini, CFG, seed=3, checkpoint=ckpt, checkpoint_seconds=0)
+    monkeypatch.setattr(fit_module, "save_torch", real_save)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["stepper"]["step"] == 57 and state["stepper"]["loss_n"] == 17
+    assert [h["step"] for h in state["history"]] == [40]
+
+    m2 = _model(mini, name)
+    res = fit(m2, mini, CFG, seed=3, checkpoint=ckpt, checkpoint_seconds=3600)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in ref.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in res.history] == strip
     assert res.best_step == ref.best_step and res.steps == ref.steps
     for (k, v), (k2, v2) in zip(
         ref_model.state_dict().items(), m2.state_dict().items(), strict=True

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embudget.config import Method, RunConfig, choices, load_config
+from embudget.config import RUNTIME_KEYS, Method, RunConfig, choices, load_config
 from embudget.errors import ConfigError
 
 #: every method (``search.method``), in the order a grid runs and a report lists them
@@ -24,7 +24,7 @@ SEARCHES: tuple[Method, ...] = ("bet", "bet-simple", "bet-random")
 #: methods without a search, run before the searches
 CHEAP: tuple[Method, ...] = ("full", *BASELINES)
 # config keys that describe the experiment cell, not the training/search procedure
-CELL_KEYS = ("seed", "device", "threads", "cache_dir", "data", "budget", "search.method")
+CELL_KEYS = ("seed", *RUNTIME_KEYS, "data", "budget", "search.method")
 
 
 @dataclass(frozen=True)

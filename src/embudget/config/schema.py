@@ -40,7 +40,7 @@ from embudget.config.choices import (
 #: left out at their default), 2 hashes the changes from the defaults below.
 HASH_FORMAT = 2
 #: Top-level settings that say where a run executes, not what it computes.
-RUNTIME_KEYS = ("device", "threads", "cache_dir")
+RUNTIME_KEYS = ("device", "threads", "cache_dir", "checkpoint_minutes")
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class RunConfig:
     device: str = "cpu"
     threads: int | None = None
     cache_dir: str = "cache"
+    checkpoint_minutes: float = 10.0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -132,6 +132,11 @@ def _ranges(flat: dict[str, Any]) -> None:
         raise ConfigError(
             "data.name is empty; name a dataset (e.g. gowalla, gowalla-mini) or give its path"
         )
+    if not flat["checkpoint_minutes"] >= 0.0:
+        raise ConfigError(
+            f"checkpoint_minutes must be >= 0, got {flat['checkpoint_minutes']}; e.g. 10 "
+            "(0 saves the training state after every step)"
+        )
     if not str(flat["cache_dir"]).strip():
         raise ConfigError("cache_dir is empty; give a directory (default: cache)")
     if not DEVICE_PATTERN.fullmatch(str(flat["device"])):

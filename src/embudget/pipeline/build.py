@@ -115,6 +115,7 @@ def fit_model(
         eval_users=selection_users(cfg, dataset),
         eval_batch_users=cfg.eval.batch_users,
         checkpoint=checkpoint,
+        checkpoint_seconds=60.0 * cfg.checkpoint_minutes,
         progress=progress,
         on_eval=on_eval,
         desc=desc,

@@ -99,7 +99,9 @@ class _Stepper:
         self._loss_sum = torch.zeros((), device=device)
         self._loss_n = 0
 
-    def run(self, n_steps: int, bar: Any = None) -> None:
+    def run(self, n_steps: int, bar: Any = None, until: float | None = None) -> None:
+        """Train ``n_steps`` steps, or fewer (at least one) when ``time.perf_counter()`` has
+        passed ``until`` after a step."""
         self.model.train()
         for _ in range(n_steps):
             self.opt.lr = self.schedule.lr_at(self.step)
@@ -120,6 +122,8 @@ class _Stepper:
             self.step += 1
             if bar is not None:
                 bar.update(1)
+            if until is not None and time.perf_counter() >= until:
+                return
 
     def _slice_backward(self, group: Group) -> torch.Tensor:
         """The gradient of the global batch's loss, from this rank's slice and the others'
@@ -150,6 +154,9 @@ class _Stepper:
             "torch_rng": torch.get_rng_state(),
             "model_rng": self.model.random_state(),
             "step": self.step,
+            # the loss since the last validation, which a checkpoint between two has seen
+            "loss_sum": self._loss_sum.detach().cpu(),
+            "loss_n": self._loss_n,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -159,6 +166,9 @@ class _Stepper:
         torch.set_rng_state(state["torch_rng"])
         self.model.load_random_state(state.get("model_rng", {}))  # older checkpoints lack it
         self.step = int(state["step"])
+        # checkpoints from before mid-window saving were all written right after a validation
+        self._loss_sum = state.get("loss_sum", torch.zeros(())).to(self.device).clone()
+        self._loss_n = int(state.get("loss_n", 0))
 
 
 def validate(
@@ -231,6 +241,7 @@ def fit(
     eval_users: np.ndarray | None = None,
     eval_batch_users: int | None = None,
     checkpoint: str | Path | None = None,
+    checkpoint_seconds: float | None = None,
     progress: bool = False,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "train",
@@ -241,14 +252,17 @@ def fit(
     after ``cfg.patience`` evaluations without strict improvement, restore the best weights.
 
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
-    and an existing checkpoint is resumed from, so an interrupted run continues where it was.
+    and also every ``checkpoint_seconds`` between two (a slow run, hours between validations,
+    loses at most that much work), and an existing checkpoint is resumed from, so an
+    interrupted run continues where it was, with the numbers of an uninterrupted one.
     With ``sizes_at`` (nested pretraining), every step trains the truncation it returns and
     every validation is at full size. With ``validate_first`` (warm starts), the weights are
     validated before the first step too, and kept if no later evaluation beats them.
 
     Under torchrun with P > 1 processes (:mod:`embudget.training.distributed`) every rank
     trains its slice of each batch; rank 0 validates, saves the checkpoint and broadcasts
-    whether quality improved, and the other ranks return ``valid=None`` and no history.
+    whether quality improved, and the other ranks return ``valid=None`` and no history. The
+    ranks save only at evaluations: their clocks would not agree on a step between two.
     """
     device = next(model.parameters()).device
     group = current(device)
@@ -277,6 +291,9 @@ def fit(
             )
         best_valid: EvalResult | None = None
         stopped = False
+        # between evaluations the state is saved on a clock, on one process only
+        save_every = checkpoint_seconds if ckpt is not None and group is None else None
+        last_save = time.perf_counter()
         # The bar's total is the step at which training stops if quality never improves again
         # (see earliest_stop): the ETA is to the earliest possible stop, and the total moves
         # out after every improvement. max_steps (100,000 by default) would give a
@@ -328,7 +345,13 @@ def fit(
             bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
             if on_eval is not None:
                 on_eval(rec)
-            if ckpt is not None:
+            save_state()
+            if group is not None:  # after the checkpoint: a rank that reads it next sees it
+                group.broadcast_value(float(improved))
+
+        def save_state() -> None:
+            nonlocal last_save
+            if ckpt is not None and not follower:
                 save_torch(
                     ckpt,
                     {
@@ -338,11 +361,10 @@ def fit(
                         "bad": bad,
                         "best_model": best_state,
                         "history": history,
-                        "seconds": rec["seconds"],
+                        "seconds": elapsed + time.perf_counter() - t0,
                     },
                 )
-            if group is not None:  # after the checkpoint: a rank that reads it next sees it
-                group.broadcast_value(float(improved))
+            last_save = time.perf_counter()
 
         def follow_evaluation(improved: bool) -> None:
             """Rank 0's decision, on another rank (the same weights: the same best state)."""
@@ -358,7 +380,16 @@ def fit(
             if validate_first and st.step == 0 and not history:
                 evaluate_now()  # a warm start is a candidate too: never return worse than it
             while st.step < cfg.max_steps and bad < cfg.patience:
-                st.run(min(cfg.eval_every_steps, cfg.max_steps - st.step), bar)
+                # validations fall on multiples of eval_every_steps (a resumed run may be
+                # between two) and at max_steps
+                window_end = (st.step // cfg.eval_every_steps + 1) * cfg.eval_every_steps
+                window_end = min(window_end, cfg.max_steps)
+                while st.step < window_end:
+                    until = None if save_every is None else last_save + save_every
+                    st.run(window_end - st.step, bar, until)
+                    if st.step < window_end:
+                        save_state()
+                        log.debug("%s: saved the training state at step %d", desc, st.step)
                 evaluate_now()
             stopped = bad >= cfg.patience
         finally:
