@@ -21,6 +21,7 @@ from embudget.errors import ResultError, RunDirError
 from embudget.result import (
     RESULT_SCHEMA,
     Chosen,
+    Evaluation,
     Metrics,
     RunResult,
     Timing,
@@ -85,7 +86,16 @@ def test_round_trip_through_json_and_the_file(tmp_path: Path) -> None:
         chosen=None,
         theta0_valid=None,
         n_probes=0,
-        training=Training(steps=120, best_step=80, stopped_early=True),
+        training=Training(
+            steps=120,
+            best_step=80,
+            stopped_early=True,
+            history=(
+                Evaluation(step=0, loss=None, valid={"quality": 0.1}, improved=True),
+                Evaluation(step=80, loss=0.25, valid={"quality": 0.2}, improved=True),
+                Evaluation(step=120, loss=0.125, valid={"quality": 0.15}, improved=False),
+            ),
+        ),
         timing=Timing(data=0.1, train=5.0, total=5.5),
     )
     for res in (sample(), train):
@@ -98,6 +108,24 @@ def test_round_trip_through_json_and_the_file(tmp_path: Path) -> None:
     assert back.test.means["recall@20"] == 1 / 3  # floats survive exactly
     assert back.usage.params == 10 and back.usage.params_budget == 10
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temporary file
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ({}, "training.history must be a list, not dict"),
+        ([{"step": 1, "loss": None, "valid": {}}], r"training.history\[0\].improved is missing"),
+        (
+            [{"step": 1, "loss": "x", "valid": {}, "improved": True}],
+            r"training.history\[0\].loss must be float, not str",
+        ),
+    ],
+)
+def test_a_malformed_curve_is_named(history: Any, message: str) -> None:
+    d = {"steps": 1, "best_step": 1, "stopped_early": False, "history": history}
+    with pytest.raises(ResultError, match=message):
+        Training.from_dict(d)
+    assert Training.from_dict({k: v for k, v in d.items() if k != "history"}).history == ()
 
 
 def _with(d: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

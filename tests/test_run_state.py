@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -78,10 +79,46 @@ def _same_run(run: Path, res: RunResult, ref: tuple[Path, RunResult, Path]) -> N
     ref_run, ref_res, _ = ref
     assert res.test == ref_res.test and res.valid == ref_res.valid
     assert res.chosen == ref_res.chosen
+    # the fits' records (steps, curves, losses) too, whichever stage was resumed
+    assert res.training == ref_res.training and res.theta0_training == ref_res.theta0_training
     a, b = load_npz(run / "sizes.npz"), load_npz(ref_run / "sizes.npz")
     assert all(np.array_equal(a[k], b[k]) for k in b)
     assert _history(run) == _history(ref_run)
     assert len(_history(run)) == 4
+
+
+def test_a_search_records_how_its_fits_ended(
+    tmp_path: Path, ref: tuple[Path, RunResult, Path]
+) -> None:
+    """Θ0's fit and the kept model's, with their validation curves; a Θ0 loaded from the cache
+    brings its record, and a cache entry written before records were kept still loads."""
+    ref_run, res, cache = ref
+    for fit in (res.theta0_training, res.training):
+        assert fit is not None and fit.history
+        assert [e.step for e in fit.history] == list(range(10, fit.steps + 1, 10))
+        assert fit.best_step in [e.step for e in fit.history]
+        best = max(fit.history, key=lambda e: e.valid["quality"])
+        assert best.step == fit.best_step and best.improved
+        assert fit.stopped_early == (fit.steps < 20)  # TINY: patience 1, at most 20 steps
+        assert all(e.loss is not None and e.loss > 0 for e in fit.history)
+    assert res.training is not None and res.chosen is not None
+    logged = [json.loads(line) for line in (ref_run / "retrain.jsonl").read_text().splitlines()]
+    (kept,) = [d for d in logged if d["name"] == res.chosen.name]
+    assert kept["training"] == res.training.to_dict()
+    assert RunResult.read(ref_run / "results.json") == res
+
+    old = tmp_path / "cache"
+    shutil.copytree(cache, old)
+    (theta0,) = old.glob("pretrain-*[0-9a-f].pt")
+    blob = load_torch(theta0)
+    del blob["training"]
+    torch.save(blob, theta0)
+    meta = json.loads(checksum_path(theta0).read_text())
+    meta.update(sha256=hashlib.sha256(theta0.read_bytes()).hexdigest(), bytes=theta0.stat().st_size)
+    checksum_path(theta0).write_text(json.dumps(meta))
+    again = runner.run_search(_cfg(old), tmp_path / "run", progress=False)
+    assert again.timing.pretrain == 0 and again.theta0_training is None  # loaded, not rebuilt
+    assert again.test == res.test and again.training == res.training
 
 
 def _interrupt(target: object, name: str, when: Callable[..., bool]) -> Callable[..., Any]:

@@ -32,6 +32,7 @@ __all__ = [
     "RESULTS_FILE",
     "RESULT_SCHEMA",
     "Chosen",
+    "Evaluation",
     "Kind",
     "Metrics",
     "RunResult",
@@ -86,12 +87,34 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """One validation during a fit: its step, the mean training loss since the previous one
+    (None when validated before the first step), the validation means, and whether quality
+    improved on every earlier validation."""
+
+    step: int
+    loss: float | None
+    valid: dict[str, float]
+    improved: bool
+
+
+@dataclass(frozen=True)
 class Training:
-    """How the fit of a ``train`` run ended (steps taken, the step of the kept model)."""
+    """How a fit ended: steps taken, the step of the kept weights, whether early stopping
+    ended it (False: the step cap did), and its validation curve."""
 
     steps: int
     best_step: int
     stopped_early: bool
+    history: tuple[Evaluation, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _dump(self)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "training") -> Training:
+        return _parse(cls, data, "training", source)
 
 
 @dataclass(frozen=True)
@@ -122,9 +145,12 @@ class RunResult:
         storage: how the kept model's tables were held while training, compact or masked.
         valid, test: metrics of the kept model.
         timing: seconds per phase.
-        training: how the fit ended (``train`` runs only).
+        training: how the kept model's fit ended: a ``train`` run's fit, a search run's
+            retraining of its chosen candidate, or Θ0's for ``full``; None where it was not
+            recorded (a retraining or Θ0 cache entry written before curves were kept).
         chosen: the kept candidate (``search`` runs only).
         theta0_valid: validation means of the pretrained full-size model Θ0, when one was used.
+        theta0_training: how Θ0's fit ended, when one was used and its record was kept.
         n_probes: search iterations probed (0 for the baselines).
     """
 
@@ -150,6 +176,7 @@ class RunResult:
     training: Training | None = None
     chosen: Chosen | None = None
     theta0_valid: dict[str, float] | None = None
+    theta0_training: Training | None = None
     n_probes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +250,8 @@ def _dump(value: Any) -> Any:
         return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_dump(v) for v in value]
     return value
 
 
@@ -240,6 +269,11 @@ def _parse(tp: Any, value: Any, where: str, source: str) -> Any:
             choices = ", ".join(map(repr, typing.get_args(tp)))
             raise _error(source, where, f"is {value!r}; expected one of {choices}")
         return value
+    if origin is tuple:  # tuple[X, ...]: a JSON list
+        (item_type, _) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _error(source, where, f"must be a list, not {_tname(value)}")
+        return tuple(_parse(item_type, v, f"{where}[{i}]", source) for i, v in enumerate(value))
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
         if not isinstance(value, Mapping):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from embudget.config import RunConfig
-    from embudget.result import Metrics
+    from embudget.result import Metrics, Training
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -64,6 +64,14 @@ def _fmt_metrics(metrics: Metrics, keys: Sequence[str]) -> str:
     return "  ".join(f"{k}={metrics.means[k]:.4f}" for k in keys if k in metrics.means)
 
 
+def _fit_line(name: str, training: Training | None) -> str:
+    """How a fit ended, e.g. ``kept model: 12,000 steps, best at 8,000, stopped early``."""
+    if training is None:
+        return ""
+    end = "stopped early" if training.stopped_early else "ended by the step cap"
+    return f"{name}: {training.steps:,} steps, best at {training.best_step:,}, {end}\n"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from embudget.pipeline.run import run_train
 
@@ -74,8 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {args.out}")
     print(f"valid  {_fmt_metrics(res.valid, HEADLINE)}")
     print(f"test   {_fmt_metrics(res.test, HEADLINE)}")
-    steps = f"steps {res.training.steps} (best {res.training.best_step}), " if res.training else ""
-    print(f"{steps}{res.timing.train:.0f}s")
+    print(f"{_fit_line('training', res.training)}{res.timing.train:.0f}s")
     return 0
 
 
@@ -160,6 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"valid  {_fmt_metrics(res.valid, ('recall@20', 'ndcg@20'))}")
     print(f"test   {_fmt_metrics(res.test, ('recall@5', 'recall@20', 'ndcg@5', 'ndcg@20'))}")
     print(
+        f"{_fit_line('Θ0', res.theta0_training)}{_fit_line('kept model', res.training)}"
         f"search {res.timing.search:.0f}s, retrain {res.timing.retrain:.0f}s, {res.n_probes} probes"
     )
     return 0

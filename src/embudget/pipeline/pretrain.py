@@ -14,9 +14,10 @@ import torch
 
 from embudget.config import HASH_FORMAT, RunConfig
 from embudget.data.dataset import Dataset
-from embudget.errors import DamagedFileError
+from embudget.errors import DamagedFileError, ResultError
 from embudget.io import file_lock, load_torch, read_json, save_torch, write_json
 from embudget.pipeline.build import PRETRAIN_STREAM, fit_model, make_model
+from embudget.result import Training
 from embudget.search.actions import RankAssignment
 from embudget.search.nested import NestedSizes
 from embudget.seeds import int_seed
@@ -66,13 +67,15 @@ def nested_sizes(cfg: RunConfig, dataset: Dataset) -> NestedSizes | None:
 
 @dataclass
 class Pretrained:
-    """Θ0's weights, its validation means, the seconds its training took, and whether it was
-    loaded from the cache (then no training time was spent in this run)."""
+    """Θ0's weights, its validation means, the seconds its training took, whether it was
+    loaded from the cache (then no training time was spent in this run), and how its fit
+    ended (None for cache entries written before that was kept)."""
 
     state: dict[str, torch.Tensor]
     valid: dict[str, float]
     seconds: float
     cached: bool
+    training: Training | None = None
 
 
 def pretrain(
@@ -148,10 +151,14 @@ def _load_cached(path: Path, key: str, device: torch.device) -> Pretrained | Non
         return None
     try:
         blob = load_torch(path, map_location=device, data=data)
-        pre = Pretrained(dict(blob["model"]), dict(blob["valid"]), float(blob["seconds"]), True)
+        fit = blob.get("training")
+        training = None if fit is None else Training.from_dict(fit, str(path))
+        pre = Pretrained(
+            dict(blob["model"]), dict(blob["valid"]), float(blob["seconds"]), True, training
+        )
         if blob["key"] != key:
             raise ValueError(f"stored under key {blob['key']!r}, not {key!r}")
-    except (DamagedFileError, KeyError, TypeError, ValueError) as e:
+    except (DamagedFileError, ResultError, KeyError, TypeError, ValueError) as e:
         log.warning("cached Θ0 %s cannot be used (%s); training it again", path, e)
         return None
     log.info("pretrained model from cache %s", path)
@@ -194,10 +201,12 @@ def _load_or_pretrain(
     assert fr.valid is not None
     valid = {k: float(v) for k, v in fr.valid.means.items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_torch(path, {"model": state, "valid": valid, "seconds": fr.seconds, "key": key})
+    training = fr.training()
+    entry = {"model": state, "valid": valid, "seconds": fr.seconds, "key": key}
+    save_torch(path, entry | {"training": training.to_dict()})
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     write_json(checksum_path(path), {"sha256": digest, "bytes": path.stat().st_size, "key": key})
     checkpoint.unlink(missing_ok=True)
     if group is not None:
         group.barrier()  # the others read the entry now
-    return Pretrained(state, valid, fr.seconds, False)
+    return Pretrained(state, valid, fr.seconds, False, training)

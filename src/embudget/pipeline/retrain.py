@@ -18,12 +18,12 @@ import torch
 from embudget.budget.core import check_budget
 from embudget.config import RunConfig
 from embudget.data.dataset import Dataset
-from embudget.errors import DamagedFileError
+from embudget.errors import DamagedFileError, ResultError
 from embudget.io import RunDir, append_jsonl, load_safetensors, read_jsonl
 from embudget.models.base import Backbone
 from embudget.pipeline.build import evaluate_model, fit_model, make_model
 from embudget.pipeline.rundir import save_weights
-from embudget.result import Chosen
+from embudget.result import Chosen, Training
 from embudget.search.proposers import Candidate
 from embudget.tables.compact import compact_pays, load_weights, to_compact
 from embudget.training.distributed import Group, current
@@ -39,7 +39,7 @@ class Trained:
     model: Backbone
     valid: EvalResult | None  # None on ranks other than 0 (training.distributed)
     seconds: float
-    best_step: int
+    training: Training
 
 
 def train_sizes(
@@ -87,17 +87,19 @@ def train_sizes(
     assert fr.valid is not None or not main
     if checkpoint is not None and main:
         checkpoint.unlink(missing_ok=True)
-    return Trained(model, fr.valid, fr.seconds, fr.best_step)
+    return Trained(model, fr.valid, fr.seconds, fr.training())
 
 
 @dataclass
 class Retrained:
-    """The chosen candidate's model and validation, and the seconds all retrainings took."""
+    """The chosen candidate's model, validation and fit (None when its retraining was logged
+    before fits were recorded), and the seconds all retrainings took."""
 
     model: Backbone
     valid: EvalResult
     chosen: Chosen
     seconds: float
+    training: Training | None
 
 
 def _finished(path: Path, resume: bool) -> dict[str, dict[str, Any]]:
@@ -114,7 +116,9 @@ def _finished(path: Path, resume: bool) -> dict[str, dict[str, Any]]:
                 if not isinstance(name, str):
                     raise TypeError("name is not a string")
                 float(quality), float(seconds)
-            except (KeyError, TypeError, ValueError) as e:
+                if d.get("training") is not None:  # lines written before fits were kept lack it
+                    d["training"] = Training.from_dict(d["training"], str(path))
+            except (KeyError, TypeError, ValueError, ResultError) as e:
                 raise DamagedFileError(path, f"line {i} is not a retraining: {e!r}", fix) from None
             done[name] = d
     elif path.exists():
@@ -150,6 +154,7 @@ def retrain(
     done = _finished(done_path, resume)
     seconds = sum(float(d["seconds"]) for d in done.values())
     best: tuple[float, Candidate] | None = None
+    fits: dict[str, Training | None] = {}
     for c in candidates:
         check_budget(c.user_sizes, c.item_sizes, per_entity, cfg.model.d_max)
         weights = run.file(f"{c.name}.safetensors")
@@ -158,6 +163,7 @@ def retrain(
             group.broadcast_value(float(finished))
         if finished:
             q = float(done[c.name]["valid"]["quality"])
+            fits[c.name] = done[c.name].get("training")
         else:
             tr = train_sizes(
                 cfg,
@@ -178,8 +184,9 @@ def retrain(
                 "name": c.name,
                 "valid": {**means, "n_users_evaluated": tr.valid.n_users_evaluated},
                 "seconds": tr.seconds,
-                "best_step": tr.best_step,
+                "training": tr.training.to_dict(),
             }
+            fits[c.name] = tr.training
             append_jsonl(done_path, rec)
             seconds += tr.seconds
             log.info("retrained %s: valid Q %.4f (%.0fs)", c.name, q, tr.seconds)
@@ -194,7 +201,7 @@ def retrain(
     state = load_safetensors(weights, str(device), fix=fix)
     load_weights(model, state)  # compact or masked, as it was trained
     valid = evaluate_model(cfg, model, dataset, "valid")
-    return Retrained(model, valid, Chosen(c.name, q), seconds)
+    return Retrained(model, valid, Chosen(c.name, q), seconds, fits[c.name])
 
 
 def _follow_retrain(

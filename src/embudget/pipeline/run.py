@@ -255,6 +255,7 @@ def _search(
         candidates = _shared(group, candidates)
 
     retrain_seconds = 0.0
+    training: Training | None = None  # how the kept model's fit ended
     if proposer.budgeted:
         init = theta0.state if warm and theta0 is not None else None
         r = retrain(
@@ -271,6 +272,7 @@ def _search(
         if r is None:  # another rank than 0: rank 0 finishes the run
             return None
         model, valid, chosen, retrain_seconds = r.model, r.valid, r.chosen, r.seconds
+        training = r.training
     else:  # Θ0 itself: the unbudgeted reference
         if not main:
             return None
@@ -279,6 +281,7 @@ def _search(
         model.load_state_dict(theta0.state)
         valid = evaluate_model(cfg, model, dataset, "valid")
         chosen = Chosen(proposer.method)
+        training = theta0.training
     assert proposal is not None
     us, vs = model_sizes(model)
     if proposer.budgeted:
@@ -310,8 +313,10 @@ def _search(
             retrain=retrain_seconds,
             total=time.perf_counter() - t_start,
         ),
+        training=training,
         chosen=chosen,
         theta0_valid=None if theta0 is None else theta0.valid,
+        theta0_training=None if theta0 is None else theta0.training,
         n_probes=proposal.n_probes,
     )
     result.write(rundir.file(RESULTS_FILE))
@@ -375,7 +380,7 @@ def _train(
         valid=metrics_of(fr.valid),
         test=metrics_of(test),
         timing=Timing(data=t_data, train=fr.seconds, total=time.perf_counter() - t_start),
-        training=Training(fr.steps, fr.best_step, fr.stopped_early),
+        training=fr.training(),
     )
     result.write(rundir.file(RESULTS_FILE))
     rundir.file("checkpoint.pt").unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from embudget.data.sampling import BPRSampler
 from embudget.errors import RunDirError
 from embudget.io import load_torch, save_torch
 from embudget.models.base import Backbone
+from embudget.result import Evaluation, Training
 from embudget.seeds import int_seed, np_rng
 from embudget.training.adam import FusedAdam
 from embudget.training.distributed import Group, batch_slice, current
@@ -64,6 +65,19 @@ class FitResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def training(self) -> Training:
+        """How the fit ended and its validation curve, as results record it."""
+        curve = tuple(
+            Evaluation(
+                step=int(h["step"]),
+                loss=None if h["loss"] is None else float(h["loss"]),
+                valid={k: float(v) for k, v in h["valid"].items()},
+                improved=bool(h["improved"]),
+            )
+            for h in self.history
+        )
+        return Training(self.steps, self.best_step, self.stopped_early, curve)
 
 
 class _Stepper:
