@@ -267,6 +267,13 @@ def test_records_are_long_format_and_match_the_run(tmp_path: Path) -> None:
             assert r["time_search_s"] == res.timing.search == 0.0
             assert r["torch_version"] == res.torch_version == torch.__version__
             assert r["schema"] == 1 and r["preset"] == "faithful" and r["split_seed"] == 42
+            assert res.training is not None  # the kept model's fit (Θ0 for full)
+            assert r["steps"] == res.training.steps and r["best_step"] == res.training.best_step
+            assert r["stopped_early"] == res.training.stopped_early
+            theta0 = res.theta0_training  # SU trains from scratch: no Θ0
+            assert (r["theta0_steps"] is None) == (theta0 is None) == (r["method"] == "su")
+            if theta0 is not None:
+                assert r["theta0_stopped_early"] == theta0.stopped_early == r["stopped_early"]
         assert {(r["split"], r["metric"], r["k"]) for r in mine} >= {
             ("test", "recall", 20),
             ("valid", "ndcg", 5),

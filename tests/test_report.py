@@ -354,6 +354,21 @@ def test_report_on_a_real_tiny_grid_via_cli(tmp_path: Path, capsys: pytest.Captu
         assert _clean(cells["NDCG@20"]) == f"{r['value']:.4f} (n=1)"
         assert cells["Params used"] == f"{r['params_used']:,}"
     assert re.search(r"settings differing from the faithful defaults: [^)]*model\.d_max=16", md)
+    # at most 40 steps with patience 1: the footnote names every fit the step cap ended
+    capped = set()
+    for r in recs:
+        if r["split"] == "test" and r["metric"] == "ndcg" and r["k"] == 20:
+            if r["method"] == "full" or r["theta0_stopped_early"] is False:
+                assert r["method"] == "full" or r["theta0_steps"] is not None
+                if r["theta0_stopped_early"] is False:
+                    capped.add("Θ0")
+            if r["method"] != "full" and r["stopped_early"] is False:
+                capped.add(f"{r['method'].upper()} 90 %")
+    if capped:
+        names = ", ".join(sorted(capped))
+        assert f"Ended by the step cap, not early stopping: {names}." in md
+    else:
+        assert "Every fit stopped early." in md
     if report.figure_class() is not None:
         assert (out / "figures" / "gowalla-mini-paper-mf-sizes.png").is_file()
         assert "![Size vs popularity](figures/gowalla-mini-paper-mf-sizes.png)" in md

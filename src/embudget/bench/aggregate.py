@@ -128,6 +128,8 @@ class Table:
     versions: list[str]
     devices: list[str]
     deviations: dict[str, Any]
+    #: how the fits ended (:func:`_fits`); empty when no run recorded it
+    fits: str = ""
 
     @property
     def slug(self) -> str:
@@ -249,7 +251,7 @@ def _grouped(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Run]]:
     return groups
 
 
-def _about(group: Sequence[Run], changes: dict[str, dict[str, Any] | None]) -> dict[str, list[Any]]:
+def _about(group: Sequence[Run], changes: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """What a table's caption lists: split seeds, procedures (:func:`cells.procedure`, else the
     recorded ``preset``), versions and devices of its runs."""
     procedures = set()
@@ -261,7 +263,30 @@ def _about(group: Sequence[Run], changes: dict[str, dict[str, Any] | None]) -> d
         "presets": sorted(procedures),
         "versions": sorted({str(r.meta["embudget_version"]) for r in group}),
         "devices": sorted({str(r.meta["device"]) for r in group}),
+        "fits": _fits(group),
     }
+
+
+def _fits(group: Sequence[Run]) -> str:
+    """How the table's fits ended: whether every model and Θ0 stopped early, or which ended
+    by the step cap (still improving there, so short of convergence)."""
+    capped: set[str] = set()
+    unknown = 0
+    for r in group:
+        kept, theta0 = r.meta.get("stopped_early"), r.meta.get("theta0_stopped_early")
+        if kept is None:
+            unknown += 1
+        elif not kept:  # the full-size run keeps Θ0 itself
+            label = "Θ0" if r.sparsity is None else LABELS.get(r.method, r.method)
+            capped.add(label if r.sparsity is None else f"{label} {r.sparsity * 100:g} %")
+        if theta0 is False:
+            capped.add("Θ0")
+    if unknown == len(group):
+        return ""  # runs from before fits were recorded
+    tail = f"; not recorded for {unknown} of {len(group)} runs" if unknown else ""
+    if not capped:
+        return f"Every fit stopped early{tail}."
+    return f"Ended by the step cap, not early stopping: {', '.join(sorted(capped))}{tail}."
 
 
 def run_changes(results_dir: Path, runs: Sequence[Run]) -> dict[str, dict[str, Any] | None]:

@@ -71,7 +71,8 @@ def render_table(table: Table) -> str:
         f"preset {', '.join(table.presets)}"
         + (f" (settings differing from the faithful defaults: {dev})" if dev else "")
         + f", embudget {', '.join(table.versions)}, device {', '.join(table.devices)}. "
-        "Test split; mean ± sample std (ddof = 1) over seeds, `(n=1)` for a single seed. "
+        + (f"{table.fits} " if table.fits else "")
+        + "Test split; mean ± sample std (ddof = 1) over seeds, `(n=1)` for a single seed. "
         "Bold: the best budgeted method at that sparsity. p: two-sided paired t-test over users "
         "against the strongest baseline (SU or SR, highest mean at that sparsity), each user's "
         "score first averaged over the shared seeds; † marks p < 0.05. p-values are not "

@@ -20,7 +20,7 @@ from embudget.bench.cells import Cell, Settings, cell_config, deviations, preset
 from embudget.config import RunConfig, load_config
 from embudget.errors import ConfigError, ResultError
 from embudget.io import atomic_path
-from embudget.result import RunResult
+from embudget.result import RunResult, Training
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ def result_records(
         "torch_version": result.torch_version,
         "embudget_version": result.embudget_version,
         "run_dir": run_dir,
+        # how the kept model's and Θ0's fits ended (None: not recorded by the run); added
+        # after the first committed results, which lack them
+        **_fit_fields("", result.training),
+        **_fit_fields("theta0_", result.theta0_training),
     }
     lines = []
     for split, block in (("valid", result.valid), ("test", result.test)):
@@ -96,6 +100,22 @@ def result_records(
     for line in lines:
         line["n_records"] = len(lines)  # lets a reader spot a cell cut short mid-write
     return lines
+
+
+#: the record fields of how a fit ended, for the kept model and (``theta0_``) for Θ0
+FIT_FIELDS = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "theta0_")
+    for name in ("steps", "best_step", "stopped_early")
+)
+
+
+def _fit_fields(prefix: str, training: Training | None) -> dict[str, Any]:
+    return {
+        f"{prefix}steps": None if training is None else training.steps,
+        f"{prefix}best_step": None if training is None else training.best_step,
+        f"{prefix}stopped_early": None if training is None else training.stopped_early,
+    }
 
 
 #: the fields :func:`load_results` needs to tell whether a cell was written completely
