@@ -38,10 +38,7 @@ def _rows(history: list[dict[str, Any]]) -> list[str]:
 def _fit(name: str, training: Training | None) -> list[str]:
     if training is None:
         return [f"{name}: not recorded (run made before fits were kept)", ""]
-    end = "stopped early" if training.stopped_early else "ended by the step cap"
-    head = f"{name}: {training.steps:,} steps, best at {training.best_step:,}, {end}"
-    history = training.to_dict()["history"]
-    return [head, "", *_rows(history), ""]
+    return [f"{name}: {training.summary()}", "", *_rows(training.to_dict()["history"]), ""]
 
 
 def curves(path: Path) -> list[str]:

@@ -108,6 +108,11 @@ class Training:
     stopped_early: bool
     history: tuple[Evaluation, ...] = ()
 
+    def summary(self) -> str:
+        """E.g. ``12,000 steps, best at 8,000, stopped early`` (or ``ended by the step cap``)."""
+        end = "stopped early" if self.stopped_early else "ended by the step cap"
+        return f"{self.steps:,} steps, best at {self.best_step:,}, {end}"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _dump(self)
         return out

@@ -66,10 +66,7 @@ def _fmt_metrics(metrics: Metrics, keys: Sequence[str]) -> str:
 
 def _fit_line(name: str, training: Training | None) -> str:
     """How a fit ended, e.g. ``kept model: 12,000 steps, best at 8,000, stopped early``."""
-    if training is None:
-        return ""
-    end = "stopped early" if training.stopped_early else "ended by the step cap"
-    return f"{name}: {training.steps:,} steps, best at {training.best_step:,}, {end}\n"
+    return "" if training is None else f"{name}: {training.summary()}\n"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
