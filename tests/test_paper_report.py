@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from embudget.bench.aggregate import build_tables
 from embudget.bench.cells import Cell, Settings, cell_config, deviations
 from embudget.cli import main
 from embudget.errors import ResultError, RunDirError
-from embudget.result import Metrics
+from embudget.result import Metrics, Training
 from test_result import NO_TORCH, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,14 @@ def _per_user(level: float, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _write(out: Path, with_config: bool = True) -> dict[str, dict[str, object]]:
-    """A results directory the way bench writes one; returns each run's deviations."""
+Fits = dict[tuple[str, str, float, int], tuple[Training, Training | None]]
+
+
+def _write(
+    out: Path, with_config: bool = True, fits: Fits | None = None
+) -> dict[str, dict[str, object]]:
+    """A results directory the way bench writes one, the cells in ``fits`` with how their
+    fits (kept model, Θ0) ended; returns each run's deviations."""
     settings: dict[str, dict[str, object]] = {}
     for (backbone, method, sp, seed), (level, overrides) in CELLS.items():
         cell = Cell("gowalla", backbone, method, sp, seed)
@@ -66,6 +73,9 @@ def _write(out: Path, with_config: bool = True) -> dict[str, dict[str, object]]:
             config_hash=cfg.hash(),
             test=Metrics(means, N_USERS),
         )
+        if fits and (backbone, method, sp, seed) in fits:
+            kept, theta0 = fits[(backbone, method, sp, seed)]
+            res = replace(res, training=kept, theta0_training=theta0)
         lines = records.result_records(cell, cfg, res, run_dir)
         settings[lines[0]["run_id"]] = deviations(cfg)
         with open(out / records.RESULTS_FILE, "a") as f:
@@ -133,6 +143,29 @@ def test_rows_ratios_blanks_and_p_values(tmp_path: Path) -> None:
     assert bet9["BET / SU ours (R@20)"] == "–"  # no SU row at 90 %
     assert "gowalla ngcf (all 9 cells)" in rep.markdown
     assert "yelp2018 lightgcn (all 9 cells)" in rep.markdown
+
+
+def test_the_procedure_says_whether_the_fits_reached_early_stopping(tmp_path: Path) -> None:
+    done, capped = Training(900, 600, True), Training(3000, 3000, False)
+    fits: Fits = {
+        ("lightgcn", "su", 0.8, 0): (done, None),
+        ("lightgcn", "su", 0.8, 1): (capped, None),
+        ("lightgcn", "bet", 0.8, 0): (done, done),
+        ("lightgcn", "bet", 0.8, 1): (done, done),
+        ("lightgcn", "bet", 0.9, 0): (done, capped),
+    }
+    out = tmp_path / "res"
+    _write(out, fits=fits)
+    procedures = {k[:2]: k[2] for k in _table(paper.paper_report([out]).markdown)}
+    assert procedures[("80 %", "SU")].endswith("; the step cap ended SU 80 %")
+    assert procedures[("80 %", "BET")].endswith("; every fit to early stopping")
+    assert procedures[("90 %", "BET")].endswith("; the step cap ended Θ0")
+    assert "step" not in procedures[("90 %", "SR")].split("(2,000)")[-1]  # not recorded: silent
+    tables, _ = build_tables(out)
+    (gowalla,) = [t for t in tables if t.backbone == "lightgcn"]
+    assert gowalla.fits == (
+        "Ended by the step cap, not early stopping: SU 80 %, Θ0; not recorded for 1 of 6 runs."
+    )
 
 
 def test_settings_json_is_used_only_where_it_gives_the_recorded_hash(tmp_path: Path) -> None:

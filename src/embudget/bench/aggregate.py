@@ -267,12 +267,12 @@ def _about(group: Sequence[Run], changes: dict[str, dict[str, Any] | None]) -> d
     }
 
 
-def _fits(group: Sequence[Run]) -> str:
-    """How the table's fits ended: whether every model and Θ0 stopped early, or which ended
-    by the step cap (still improving there, so short of convergence)."""
+def fit_ends(runs: Sequence[Run]) -> tuple[list[str], int]:
+    """The fits among ``runs`` that the step cap ended rather than early stopping (short of
+    convergence), as labels (``Θ0``, ``SU 80 %``), and how many runs did not record it."""
     capped: set[str] = set()
     unknown = 0
-    for r in group:
+    for r in runs:
         kept, theta0 = r.meta.get("stopped_early"), r.meta.get("theta0_stopped_early")
         if kept is None:
             unknown += 1
@@ -281,12 +281,18 @@ def _fits(group: Sequence[Run]) -> str:
             capped.add(label if r.sparsity is None else f"{label} {r.sparsity * 100:g} %")
         if theta0 is False:
             capped.add("Θ0")
+    return sorted(capped), unknown
+
+
+def _fits(group: Sequence[Run]) -> str:
+    """How a table's fits ended, for its footnote; empty when no run recorded it."""
+    capped, unknown = fit_ends(group)
     if unknown == len(group):
-        return ""  # runs from before fits were recorded
+        return ""
     tail = f"; not recorded for {unknown} of {len(group)} runs" if unknown else ""
     if not capped:
         return f"Every fit stopped early{tail}."
-    return f"Ended by the step cap, not early stopping: {', '.join(sorted(capped))}{tail}."
+    return f"Ended by the step cap, not early stopping: {', '.join(capped)}{tail}."
 
 
 def run_changes(results_dir: Path, runs: Sequence[Run]) -> dict[str, dict[str, Any] | None]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from embudget.bench import paper_table
-from embudget.bench.aggregate import Row, compare
+from embudget.bench.aggregate import Row, Run, compare, fit_ends
 from embudget.bench.cells import procedure
 from embudget.config import RunConfig
 from embudget.errors import ConfigError, RunDirError
@@ -204,6 +204,16 @@ HEAD = (
 )
 
 
+def _fit_note(runs: Sequence[Run]) -> str:
+    """Whether the row's fits ran to early stopping, where its runs recorded it."""
+    capped, unknown = fit_ends(runs)
+    if unknown == len(runs):
+        return ""
+    if capped:
+        return "; the step cap ended " + ", ".join(capped)
+    return "; every fit to early stopping" + (f" ({unknown} not recorded)" if unknown else "")
+
+
 def render(rows: Sequence[PaperRow], n_files: int) -> str:
     """The Markdown table and its footnote."""
     lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
@@ -211,7 +221,8 @@ def render(rows: Sequence[PaperRow], n_files: int) -> str:
         where = ", ".join(f"`{f}`" for f in r.folders)
         if any(d.startswith("cuda") for d in r.devices):
             where += " (GPU)"
-        cells = [r.dataset, r.backbone, _pct(r.sparsity), r.method.upper(), describe(r.settings)]
+        procedure = describe(r.settings) + _fit_note(list(r.row.runs.values()))
+        cells = [r.dataset, r.backbone, _pct(r.sparsity), r.method.upper(), procedure]
         cells.append(", ".join(map(str, r.row.seeds)))
         cells += _vs_paper(r, "recall@20") + _vs_paper(r, "ndcg@20") + _against_su(r) + [where]
         lines.append("| " + " | ".join(cells) + " |")
@@ -222,6 +233,8 @@ def render(rows: Sequence[PaperRow], n_files: int) -> str:
         "setting that differs from bet.md's (bet.md's value in brackets), i.e. the reductions "
         "that apply to its figures. faithful: bet.md's search, possibly cut down; fast: fast "
         "mode (bet.md §14.7). Caps are on training steps (Θ0, SU, SR and retraining alike); "
+        "where the runs recorded how their fits ended, the procedure also says whether every "
+        "fit reached early stopping or which ones the step cap ended; "
         "fitness and selection fractions are fixed samples of the validation users; test "
         "metrics always use every user.",
         f"Paper: {paper_table.CITATION}. Figures from {paper_table.SOURCES['spec']}; ‡: from "
