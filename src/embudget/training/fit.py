@@ -169,7 +169,7 @@ class _Stepper:
             "model_rng": self.model.random_state(),
             "step": self.step,
             # the loss since the last validation, which a checkpoint between two has seen
-            "loss_sum": self._loss_sum.detach().cpu(),
+            "loss_sum": self._loss_sum.detach().clone().cpu(),
             "loss_n": self._loss_n,
         }
 
