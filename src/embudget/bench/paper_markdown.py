@@ -221,8 +221,8 @@ def render(rows: Sequence[PaperRow], n_files: int) -> str:
         where = ", ".join(f"`{f}`" for f in r.folders)
         if any(d.startswith("cuda") for d in r.devices):
             where += " (GPU)"
-        procedure = describe(r.settings) + _fit_note(list(r.row.runs.values()))
-        cells = [r.dataset, r.backbone, _pct(r.sparsity), r.method.upper(), procedure]
+        how = describe(r.settings) + _fit_note(list(r.row.runs.values()))
+        cells = [r.dataset, r.backbone, _pct(r.sparsity), r.method.upper(), how]
         cells.append(", ".join(map(str, r.row.seeds)))
         cells += _vs_paper(r, "recall@20") + _vs_paper(r, "ndcg@20") + _against_su(r) + [where]
         lines.append("| " + " | ".join(cells) + " |")
