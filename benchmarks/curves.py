@@ -46,10 +46,10 @@ def curves(path: Path) -> list[str]:
     if path.is_dir():
         res = RunResult.read(path / RESULTS_FILE)
         out = [f"### {path.name}", ""]
-        if res.theta0_training is not None or res.method != "su":
+        if res.theta0_valid is not None:  # the run used a Θ0 (not SU, SR or `train`)
             out += _fit("Θ0", res.theta0_training)
-        if res.method != "full":
-            out += _fit("kept model", res.training)
+        if res.method != "full":  # full keeps Θ0 itself
+            out += _fit("training" if res.kind == "train" else "kept model", res.training)
         return out
     blob = load_torch(path)
     if "training" in blob:  # a cached Θ0

@@ -102,19 +102,16 @@ def result_records(
     return lines
 
 
-#: the record fields of how a fit ended, for the kept model and (``theta0_``) for Θ0
-FIT_FIELDS = tuple(
-    f"{prefix}{name}"
-    for prefix in ("", "theta0_")
-    for name in ("steps", "best_step", "stopped_early")
-)
+#: what the records keep of how a fit ended (:class:`~embudget.result.Training`)
+_FIT_NAMES = ("steps", "best_step", "stopped_early")
+#: those record fields, for the kept model and (``theta0_``) for Θ0
+FIT_FIELDS = tuple(f"{prefix}{name}" for prefix in ("", "theta0_") for name in _FIT_NAMES)
 
 
 def _fit_fields(prefix: str, training: Training | None) -> dict[str, Any]:
     return {
-        f"{prefix}steps": None if training is None else training.steps,
-        f"{prefix}best_step": None if training is None else training.best_step,
-        f"{prefix}stopped_early": None if training is None else training.stopped_early,
+        f"{prefix}{name}": None if training is None else getattr(training, name)
+        for name in _FIT_NAMES
     }
 
 
