@@ -51,6 +51,8 @@ def curves(path: Path) -> list[str]:
         if res.method != "full":  # full keeps Θ0 itself
             out += _fit("training" if res.kind == "train" else "kept model", res.training)
         return out
+    if path.suffix != ".pt":
+        raise SystemExit(f"{path}: not a run directory, a cached Θ0 or a checkpoint (*.pt)")
     blob = load_torch(path)
     if "training" in blob:  # a cached Θ0
         return [f"### {path.name}", "", *_fit("Θ0", Training.from_dict(blob["training"]))]
