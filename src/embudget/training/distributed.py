@@ -167,4 +167,8 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # destroying is not collective: a rank that tears gloo down while another still holds
+        # its connections can make that one abort ("terminate called without an active
+        # exception", seen once under load), so every rank arrives first
+        dist.barrier()
         dist.destroy_process_group()
