@@ -4,8 +4,9 @@ A LightGCN table at a fixed budget is mostly a choice between dimensions for use
 items, and between an even and a skewed spread of the users' sizes. This prints, per run
 directory, the five best-probed actions (by measured fitness, the ones retraining would take)
 as mean user size (range of user sizes) / mean item size, how many of all probes were
-user-heavy (mean user size above mean item size), and the mean and best probe quality of each
-side. Reads JSON only, so it runs on search directories whose retraining was skipped, e.g.
+user-heavy (mean user size above mean item size), the mean and best probe quality of each
+side, and the shape of the first probe (drawn before the predictor has seen any fitness, so
+the seed decides it; a search that keeps that shape never left where it started). Reads JSON only, so it runs on search directories whose retraining was skipped, e.g.
 
     embudget search ... --set search.retrain.top=1 --set search.retrain.max_steps=1
     python benchmarks/search_choices.py RUN_DIR [RUN_DIR ...]
@@ -37,18 +38,19 @@ def _side(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)}: Q {statistics.fmean(q):.4f} mean, {max(q):.4f} best"
 
 
+def _shape(row: dict[str, Any]) -> str:
+    return f"{row['user_size_mean']:.1f} ({_range(row['hist_u'])}) / {row['item_size_mean']:.1f}"
+
+
 def summarise(run_dir: Path, top: int = 5) -> str:
     rows = _rows(run_dir)
     best = sorted(rows, key=lambda r: -r["fitness"])[:top]
-    shapes = ", ".join(
-        f"{r['user_size_mean']:.1f} ({_range(r['hist_u'])}) / {r['item_size_mean']:.1f}"
-        for r in best
-    )
+    shapes = ", ".join(_shape(r) for r in best)
     users = [r for r in rows if r["user_size_mean"] > r["item_size_mean"]]
     items = [r for r in rows if r["user_size_mean"] <= r["item_size_mean"]]
     return (
         f"| {run_dir.name} | {len(rows)} | {shapes} | {_side(users)} | {_side(items)} | "
-        f"{rows[0]['q0']:.4f} |"
+        f"{rows[0]['q0']:.4f} | {_shape(rows[0])} |"
     )
 
 
@@ -60,9 +62,9 @@ def main() -> None:
     print(
         f"| run | probes | top-{args.top} by fitness: mean user size (range) / mean item size | "
         "user-heavy probes | "
-        "item-heavy probes | Q0 |"
+        "item-heavy probes | Q0 | first probe |"
     )
-    print("|---|---:|---|---|---|---:|")
+    print("|---|---:|---|---|---|---:|---|")
     for run in args.runs:
         print(summarise(run, args.top))
 
