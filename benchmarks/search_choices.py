@@ -6,7 +6,8 @@ directory, the five best-probed actions (by measured fitness, the ones retrainin
 as mean user size (range of user sizes) / mean item size, how many of all probes were
 user-heavy (mean user size above mean item size), the mean and best probe quality of each
 side, and the shape of the first probe (drawn before the predictor has seen any fitness, so
-the seed decides it; a search that keeps that shape never left where it started). Reads JSON only, so it runs on search directories whose retraining was skipped, e.g.
+the seed decides it; a search that keeps that shape never left where it started). Reads JSON
+only, so it runs on search directories whose retraining was skipped, e.g.
 
     embudget search ... --set search.retrain.top=1 --set search.retrain.max_steps=1
     python benchmarks/search_choices.py RUN_DIR [RUN_DIR ...]

@@ -119,6 +119,21 @@ def test_nested_sizes_are_valid_ranked_and_a_function_of_the_step(
     assert np.array_equal(us, u2) and np.array_equal(vs, v2)
 
 
+def test_mf_fast_search_on_small_data_warns_with_what_was_measured_for_mf(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # MF's fast mode has no small-data rule: its quarter sample stays, and the warning gives
+    # MF's measured advice, not LightGCN's 50-step probes (which MF never ran)
+    ds = load_dataset("gowalla-mini")
+    cfg = load_config(overrides=["data.name=gowalla-mini", "model.name=mf"], fast=True)
+    with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
+        plan = probe_plan(cfg, ds)
+    assert plan.steps == 0
+    np.testing.assert_array_equal(plan.users, validation_users(ds, 0.25, 0, "fitness-users"))
+    assert "noisy sample" in caplog.text and "--methods su,bet" in caplog.text
+    assert "small_data_steps" not in caplog.text
+
+
 def test_small_data_probes_score_every_user_and_run_longer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -148,6 +163,7 @@ def test_small_data_probes_score_every_user_and_run_longer(
         assert large.steps == 20
         np.testing.assert_array_equal(large.users, quarter)
         assert "noisy sample" in caplog.text  # still under 2,000 users: the search says so
+        assert "search.probe.small_data_steps=50" in caplog.text  # and names the rule
 
     kept = plan("search.probe.small_data_steps=null")  # every user, the probe length unchanged
     assert kept.steps == 20 and kept.users.size == every.size
@@ -270,8 +286,9 @@ def test_fast_search_end_to_end_resumes_and_respects_the_budget(
 
     with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
         ref = loop.run_search(cfg, tmp_path / "ref", progress=False)
-    # a quarter of gowalla-mini's validation users is a noisy fitness sample, and it says so
-    assert any("search.probe.small_data_users=2000" in r.getMessage() for r in caplog.records)
+    # a quarter of gowalla-mini's validation users is a noisy fitness sample, and it says so,
+    # with what was measured for MF on small data
+    assert any("--methods su,bet" in r.getMessage() for r in caplog.records)
     B = ref.usage.params_budget
     sizes = load_npz(tmp_path / "ref" / "sizes.npz")
     check_budget(sizes["user_sizes"], sizes["item_sizes"], B, 32)
