@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 #: Fewer fitness users than this misled the fast search on ML-100K and Last.fm (RESULTS.md, "A
 #: default that holds on other data"); a search whose probes score fewer (without the
-#: small-data rule of :func:`probe_plan`) says how to score on every user.
+#: small-data rule of :func:`probe_plan`) says what was measured on small data for its backbone.
 NOISY_FITNESS_USERS = 2000
 
 
@@ -81,8 +81,9 @@ def probe_plan(cfg: RunConfig, dataset: Dataset) -> ProbePlan:
 def _small_data_advice(cfg: RunConfig) -> str:
     """What was measured on small data for this backbone (RESULTS.md)."""
     if cfg.model.name == "mf" and cfg.search.pretrain.mode == "nested":
-        # MF's probes score truncations without fine-tuning, and on small data its warm
-        # retrainings never passed their start: scoring every user did not fix the ranking
+        # MF's probes score truncations without fine-tuning and, on small data, its warm
+        # retrainings never passed their start; scoring every user helped on ML-100K and hurt
+        # on Last.fm, so there is no rule to point to
         return (
             "on small data MF's fast search beat SU on ML-100K and lost to it on Last.fm, "
             "with or without every user in the fitness: run SU beside it (--methods su,bet)"
