@@ -133,6 +133,14 @@ def test_mf_fast_search_on_small_data_warns_with_what_was_measured_for_mf(
     assert "noisy sample" in caplog.text and "--methods su,bet" in caplog.text
     assert "small_data_steps" not in caplog.text
 
+    # a backbone nothing was measured for on small data gets no borrowed claim
+    ncf = load_config(overrides=["data.name=gowalla-mini", "model.name=ncf"], fast=True)
+    with caplog.at_level(logging.WARNING, logger="embudget.search.probe"):
+        caplog.clear()
+        probe_plan(ncf, ds)
+    assert "not measured for ncf" in caplog.text and "user_fraction=1.0" in caplog.text
+    assert "small_data_steps" not in caplog.text and "--methods su,bet" not in caplog.text
+
 
 def test_small_data_probes_score_every_user_and_run_longer(
     caplog: pytest.LogCaptureFixture,

@@ -79,17 +79,21 @@ def probe_plan(cfg: RunConfig, dataset: Dataset) -> ProbePlan:
 
 
 def _small_data_advice(cfg: RunConfig) -> str:
-    """What was measured on small data for this backbone (RESULTS.md)."""
-    if cfg.model.name == "mf" and cfg.search.pretrain.mode == "nested":
-        # MF's probes score truncations without fine-tuning and, on small data, its warm
-        # retrainings never passed their start; scoring every user helped on ML-100K and hurt
-        # on Last.fm, so there is no rule to point to
+    """What was measured on small data for this backbone (RESULTS.md), and nothing more."""
+    if cfg.model.name in ("lightgcn", "ngcf"):
         return (
-            "on small data MF's fast search beat SU on ML-100K and lost to it on Last.fm, "
-            "with or without every user in the fitness: run SU beside it (--methods su,bet)"
+            "on small data, probes on every user matched the faithful search: --set "
+            f"search.probe.small_data_users={NOISY_FITNESS_USERS} --set "
+            "search.probe.small_data_steps=50"
+        )
+    if cfg.model.name == "mf":
+        # scoring every user helped MF on ML-100K and hurt it on Last.fm, where its warm
+        # retrainings never passed their start: there is no rule to point to
+        return (
+            "on small data MF's search beat SU on ML-100K and lost to it on Last.fm, with or "
+            "without every user in the fitness: run SU beside it (--methods su,bet)"
         )
     return (
-        "on small data, probes on every user matched the faithful search: --set "
-        f"search.probe.small_data_users={NOISY_FITNESS_USERS} --set "
-        "search.probe.small_data_steps=50"
+        f"not measured for {cfg.model.name} on small data; --set "
+        "search.probe.user_fraction=1.0 scores every user"
     )
