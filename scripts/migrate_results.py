@@ -84,6 +84,7 @@ AFTER_FORMAT_1 = (
     "search.probes_per_iteration",
     "search.probe.small_data_users",
     "search.probe.small_data_steps",
+    "train.eval_every_epochs",
 )
 
 

@@ -224,10 +224,37 @@ def test_earliest_stop_is_the_progress_total() -> None:
     from embudget.training.fit import earliest_stop
 
     cfg = TrainConfig(eval_every_steps=100, patience=3, max_steps=1000)
-    assert earliest_stop(cfg, 0, 0, evaluated=False) == 400  # first evaluation always improves
-    assert earliest_stop(cfg, 100, 0, evaluated=True) == 400
-    assert earliest_stop(cfg, 300, 2, evaluated=True) == 400
-    assert earliest_stop(cfg, 900, 0, evaluated=True) == 1000  # capped at max_steps
+    assert earliest_stop(cfg, 100, 0, 0, evaluated=False) == 400  # the first always improves
+    assert earliest_stop(cfg, 100, 100, 0, evaluated=True) == 400
+    assert earliest_stop(cfg, 100, 300, 2, evaluated=True) == 400
+    assert earliest_stop(cfg, 100, 900, 0, evaluated=True) == 1000  # capped at max_steps
+    assert earliest_stop(cfg, 30, 0, 0, evaluated=False) == 120
+
+
+def test_the_validation_interval_in_epochs_binds_on_small_data_only() -> None:
+    from embudget.training.fit import eval_interval
+
+    bet = TrainConfig()
+    assert eval_interval(bet, 50_001) == 2000  # bet.md's 2,000 steps whatever the data
+    cap = TrainConfig(eval_every_epochs=40)
+    # training interactions of protocol P: Gowalla, Yelp2018 (2,000 steps = 39 / 26 epochs)
+    assert eval_interval(cap, 513_126) == 2000
+    assert eval_interval(cap, 781_241) == 2000
+    # ML-100K, Last.fm, gowalla-mini: 40 passes of 10,000-triple steps
+    assert eval_interval(cap, 50_001) == 200
+    assert eval_interval(cap, 26_344) == 105
+    assert eval_interval(cap, 8_354) == 33
+    assert eval_interval(TrainConfig(eval_every_epochs=0.01), 8_354) == 1  # never 0
+
+
+def test_fit_validates_every_so_many_epochs(mini: Dataset) -> None:
+    """gowalla-mini's 8,354 training interactions are 8.354 epochs of 1,000-triple steps: 2.5
+    epochs are 21 steps, so validations fall at 21, 42, ... (not CFG's 40, 80, ...)."""
+    cfg = TrainConfig(batch_users=1000, eval_every_steps=40, eval_every_epochs=2.5, max_steps=84)
+    assert mini.train.nnz == 8_354
+    fr = fit(_model(mini), mini, cfg, seed=7)
+    assert [h["step"] for h in fr.history] == [21, 42, 63, 84][: len(fr.history)]
+    assert len(fr.history) >= 3
 
 
 def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:

@@ -78,6 +78,7 @@ class TrainConfig:
     lr_decay_every: int = 200
     lr_min: float = 0.001
     eval_every_steps: int = 2000
+    eval_every_epochs: float | None = None
     eval_user_fraction: float = 1.0
     patience: int = 3
     max_steps: int = 100000

@@ -81,6 +81,8 @@ POSITIVE = ("train.lr", "train.lr_min", "search.probe.lr", "search.probe.lr_min"
 DROPOUTS = ("model.node_dropout", "model.mess_dropout")
 #: Optional floats that must be >= 0 when given.
 NON_NEGATIVE_OR_NULL = ("model.reg",)
+#: Optional floats that must be positive when given.
+POSITIVE_OR_NULL = ("train.eval_every_epochs",)
 #: The four ways to state a budget; exactly one is given.
 BUDGET_KEYS = ("sparsity", "kept_fraction", "params", "bytes")
 
@@ -122,6 +124,9 @@ def _ranges(flat: dict[str, Any]) -> None:
     for key in NON_NEGATIVE_OR_NULL:
         if flat[key] is not None and flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0 (or null), got {flat[key]}")
+    for key in POSITIVE_OR_NULL:
+        if flat[key] is not None and not flat[key] > 0:
+            raise ConfigError(f"{key} must be positive (or null), got {flat[key]}; e.g. 40")
     ks = flat["eval.ks"]
     if not ks or not all(1 <= k <= K_LIMIT for k in ks):
         raise ConfigError(
