@@ -221,40 +221,48 @@ def test_fused_adam_equals_torch_adam_and_shares_its_checkpoints() -> None:
 
 
 def test_earliest_stop_is_the_progress_total() -> None:
-    from embudget.training.fit import earliest_stop
+    from embudget.training.fit import ValidationPlan, earliest_stop
 
     cfg = TrainConfig(eval_every_steps=100, patience=3, max_steps=1000)
-    assert earliest_stop(cfg, 100, 0, 0, evaluated=False) == 400  # the first always improves
-    assert earliest_stop(cfg, 100, 100, 0, evaluated=True) == 400
-    assert earliest_stop(cfg, 100, 300, 2, evaluated=True) == 400
-    assert earliest_stop(cfg, 100, 900, 0, evaluated=True) == 1000  # capped at max_steps
-    assert earliest_stop(cfg, 30, 0, 0, evaluated=False) == 120
+    plan = ValidationPlan(every=100, patience=3)
+    assert earliest_stop(cfg, plan, 0, 0, evaluated=False) == 400  # the first always improves
+    assert earliest_stop(cfg, plan, 100, 0, evaluated=True) == 400
+    assert earliest_stop(cfg, plan, 300, 2, evaluated=True) == 400
+    assert earliest_stop(cfg, plan, 900, 0, evaluated=True) == 1000  # capped at max_steps
+    assert earliest_stop(cfg, ValidationPlan(30, 10), 0, 0, evaluated=False) == 330
 
 
-def test_the_validation_interval_in_epochs_binds_on_small_data_only() -> None:
-    from embudget.training.fit import eval_interval
+def test_validation_in_epochs_binds_on_small_data_only_and_keeps_the_stop_in_steps() -> None:
+    from embudget.training.fit import ValidationPlan, validation_plan
 
     bet = TrainConfig()
-    assert eval_interval(bet, 50_001) == 2000  # bet.md's 2,000 steps whatever the data
+    assert validation_plan(bet, 50_001) == ValidationPlan(2000, 3)  # bet.md's, whatever the data
     cap = TrainConfig(eval_every_epochs=40)
     # training interactions of protocol P: Gowalla, Yelp2018 (2,000 steps = 39 / 26 epochs)
-    assert eval_interval(cap, 513_126) == 2000
-    assert eval_interval(cap, 781_241) == 2000
-    # ML-100K, Last.fm, gowalla-mini: 40 passes of 10,000-triple steps
-    assert eval_interval(cap, 50_001) == 200
-    assert eval_interval(cap, 26_344) == 105
-    assert eval_interval(cap, 8_354) == 33
-    assert eval_interval(TrainConfig(eval_every_epochs=0.01), 8_354) == 1  # never 0
+    assert validation_plan(cap, 513_126) == ValidationPlan(2000, 3)
+    assert validation_plan(cap, 781_241) == ValidationPlan(2000, 3)
+    # ML-100K, Last.fm, gowalla-mini: 40 passes of 10,000-triple steps, and as many
+    # validations as cover the 6,000 steps of bet.md's three windows
+    assert validation_plan(cap, 50_001) == ValidationPlan(200, 30)
+    assert validation_plan(cap, 26_344) == ValidationPlan(105, 58)  # 58 x 105 = 6,090 steps
+    assert validation_plan(cap, 8_354) == ValidationPlan(33, 182)
+    assert validation_plan(TrainConfig(eval_every_epochs=0.01), 8_354).every == 1  # never 0
 
 
 def test_fit_validates_every_so_many_epochs(mini: Dataset) -> None:
     """gowalla-mini's 8,354 training interactions are 8.354 epochs of 1,000-triple steps: 2.5
-    epochs are 21 steps, so validations fall at 21, 42, ... (not CFG's 40, 80, ...)."""
-    cfg = TrainConfig(batch_users=1000, eval_every_steps=40, eval_every_epochs=2.5, max_steps=84)
+    epochs are 21 steps, so validations fall at 21, 42, ... (not CFG's 40, 80, ...), and a
+    patience of 1 (one 40-step window) allows two of them without improvement."""
+    cfg = TrainConfig(
+        batch_users=1000, eval_every_steps=40, eval_every_epochs=2.5, patience=1, max_steps=2000
+    )
     assert mini.train.nnz == 8_354
     fr = fit(_model(mini), mini, cfg, seed=7)
-    assert [h["step"] for h in fr.history] == [21, 42, 63, 84][: len(fr.history)]
-    assert len(fr.history) >= 3
+    steps = [h["step"] for h in fr.history]
+    assert steps == list(range(21, 21 * len(steps) + 1, 21))
+    assert fr.stopped_early and fr.steps < cfg.max_steps
+    assert [h["improved"] for h in fr.history[-3:]] == [True, False, False]
+    assert fr.best_step == fr.steps - 42
 
 
 def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:
@@ -281,3 +289,18 @@ def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:
         assert apply_run_threads(cfg, mini) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_validations_hundreds_of_epochs_apart_warn(
+    mini: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    from embudget.training.fit import warn_if_coarse_validation
+
+    with caplog.at_level("WARNING", logger="embudget.training.fit"):
+        warn_if_coarse_validation(TrainConfig(), mini)  # 2,000 steps: 2,394 epochs here
+        warn_if_coarse_validation(TrainConfig(eval_every_epochs=40), mini)
+        warn_if_coarse_validation(TrainConfig(eval_every_steps=100), mini)  # 120 epochs
+    assert len(caplog.records) == 2
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "every 2000 steps is 2394 epochs" in first and "train.eval_every_epochs=40" in first
+    assert "every 100 steps is 120 epochs" in second

@@ -57,6 +57,7 @@ from embudget.search.proposers import Candidate, Proposal, ProposalContext, prop
 from embudget.tables.compact import is_compact
 from embudget.training import distributed
 from embudget.training.distributed import Group
+from embudget.training.fit import warn_if_coarse_validation
 from embudget.training.threads import apply_run_threads
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ def _search(
         budget.params,
         budget.per_entity,
     )
+    if main:
+        warn_if_coarse_validation(cfg.train, dataset)
     warm = cfg.search.retrain.init == "shared"
     needs_theta0 = proposer.needs_theta0 or (warm and proposer.budgeted)
     theta0 = pretrain(cfg, dataset, device, progress) if needs_theta0 else None
@@ -333,6 +336,8 @@ def _train(
     t_data = time.perf_counter() - t_start
     device = _start(cfg, rundir, ds, main)
     log.info("data %s: %s (%.1fs)", ds.name, ds.stats(), t_data)
+    if main:
+        warn_if_coarse_validation(cfg.train, ds)
     # The same streams as the search's pretraining, so `train` and `search --method full`
     # produce the same model for the same config and seed.
     model = make_model(cfg, ds, device, PRETRAIN_STREAM)

@@ -227,32 +227,69 @@ def validation_users(dataset: Dataset, fraction: float, seed: int, stream: str) 
     return users
 
 
-def eval_interval(cfg: TrainConfig, n_train: int) -> int:
-    """Steps between two validations: ``cfg.eval_every_steps``, or fewer when
-    ``cfg.eval_every_epochs`` passes over the ``n_train`` training interactions (an epoch is
-    ``n_train / batch_users`` steps) come first.
+@dataclass(frozen=True)
+class ValidationPlan:
+    """When :func:`fit` validates and when it gives up."""
+
+    every: int  #: steps between two validations
+    patience: int  #: validations without strict improvement before training stops
+
+
+def validation_plan(cfg: TrainConfig, n_train: int) -> ValidationPlan:
+    """bet.md's rule, validation every ``cfg.eval_every_steps`` steps and a stop after
+    ``cfg.patience`` of them without improvement, on a finer grid when ``cfg.eval_every_epochs``
+    passes over the ``n_train`` training interactions (an epoch is ``n_train / batch_users``
+    steps) come first. The stop keeps its length in steps, ``patience × eval_every_steps``:
+    validations come more often, so more of them are allowed.
 
     bet.md's 2,000 steps are 39 epochs on Gowalla and 26 on Yelp2018, but 400 on ML-100K and
-    2,400 on gowalla-mini, where models peak and overfit between two validations (RESULTS.md,
-    "Validation on small data").
+    2,400 on gowalla-mini, where models peak and overfit between two validations; MF on Last.fm
+    also kept improving for thousands of steps, which a stop after three 100-step windows cut
+    short (RESULTS.md, "Validation on small data").
     """
-    if cfg.eval_every_epochs is None:
-        return cfg.eval_every_steps
-    by_epochs = round(cfg.eval_every_epochs * n_train / cfg.batch_users)
-    return max(1, min(cfg.eval_every_steps, by_epochs))
+    every = cfg.eval_every_steps
+    if cfg.eval_every_epochs is not None:
+        every = max(1, min(every, round(cfg.eval_every_epochs * n_train / cfg.batch_users)))
+    return ValidationPlan(every, math.ceil(cfg.patience * cfg.eval_every_steps / every))
 
 
-def earliest_stop(cfg: TrainConfig, every: int, step: int, bad: int, *, evaluated: bool) -> int:
+#: Epochs between two validations above which a run warns: on ML-100K and Last.fm, MF's and
+#: LightGCN's Θ0 peaked within 60 epochs, and bet.md's 2,000 steps are 400 and 760 there.
+COARSE_VALIDATION_EPOCHS = 100
+
+
+def warn_if_coarse_validation(cfg: TrainConfig, dataset: Dataset) -> None:
+    """Log a warning when validations are more than :data:`COARSE_VALIDATION_EPOCHS` epochs
+    apart on ``dataset``: early stopping then keeps whichever weights the first validation
+    found, long after the model peaked."""
+    n_train = dataset.train.nnz
+    every = validation_plan(cfg, n_train).every
+    epochs = every * cfg.batch_users / max(n_train, 1)
+    if epochs > COARSE_VALIDATION_EPOCHS:
+        log.warning(
+            "validation every %d steps is %.0f epochs of these %d training interactions; on "
+            "small data models peak and overfit between such validations (RESULTS.md, "
+            '"Validation on small data"): --set train.eval_every_epochs=40 validates at '
+            "least every 40 epochs",
+            every,
+            epochs,
+            n_train,
+        )
+
+
+def earliest_stop(
+    cfg: TrainConfig, plan: ValidationPlan, step: int, bad: int, *, evaluated: bool
+) -> int:
     """The step at which :func:`fit` stops if validation quality never improves again.
 
-    Training stops after ``cfg.patience`` evaluations without improvement, one every ``every``
-    steps (:func:`eval_interval`), or at ``cfg.max_steps``. Before the first evaluation (which
-    always improves on nothing) that is ``patience + 1`` windows away, afterwards
-    ``patience - bad``. Every improvement moves it out: it is a lower bound on the run's
-    length, and the progress bar's total.
+    Training stops after ``plan.patience`` evaluations without improvement, one every
+    ``plan.every`` steps, or at ``cfg.max_steps``. Before the first evaluation (which always
+    improves on nothing) that is ``patience + 1`` windows away, afterwards ``patience - bad``.
+    Every improvement moves it out: it is a lower bound on the run's length, and the progress
+    bar's total.
     """
-    windows = cfg.patience - bad if evaluated else cfg.patience + 1
-    return min(cfg.max_steps, step + max(windows, 0) * every)
+    windows = plan.patience - bad if evaluated else plan.patience + 1
+    return min(cfg.max_steps, step + max(windows, 0) * plan.every)
 
 
 def _fork_rng(device: torch.device) -> Any:
@@ -277,8 +314,9 @@ def fit(
     sizes_at: SizesAt | None = None,
     validate_first: bool = False,
 ) -> FitResult:
-    """Train to convergence: validate every :func:`eval_interval` steps on quality Q, stop
-    after ``cfg.patience`` evaluations without strict improvement, restore the best weights.
+    """Train to convergence: validate on quality Q as :func:`validation_plan` says (every
+    ``cfg.eval_every_steps`` steps, stop after ``cfg.patience`` validations without strict
+    improvement), restore the best weights.
 
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
     and also every ``checkpoint_seconds`` between two (a slow run, hours between validations,
@@ -300,7 +338,7 @@ def fit(
     with _fork_rng(device):
         torch.manual_seed(int_seed(seed, "torch"))
         sched = Schedule.from_train(cfg)
-        every = eval_interval(cfg, dataset.train.nnz)
+        plan = validation_plan(cfg, dataset.train.nnz)
         st = _Stepper(model, dataset, sched, cfg.batch_users, seed, device, sizes_at, group)
         best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
         best_state: dict[str, torch.Tensor] | None = None
@@ -329,7 +367,7 @@ def fit(
         # out after every improvement. max_steps (100,000 by default) would give a
         # meaningless ETA.
         bar = tqdm(
-            total=earliest_stop(cfg, every, st.step, bad, evaluated=bool(history)),
+            total=earliest_stop(cfg, plan, st.step, bad, evaluated=bool(history)),
             initial=st.step,
             desc=desc,
             unit="step",
@@ -371,7 +409,7 @@ def fit(
                 res.means.get("recall@20", float("nan")),
                 " *" if improved else "",
             )
-            bar.total = earliest_stop(cfg, every, st.step, bad, evaluated=True)
+            bar.total = earliest_stop(cfg, plan, st.step, bad, evaluated=True)
             bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
             if on_eval is not None:
                 on_eval(rec)
@@ -409,10 +447,10 @@ def fit(
         try:
             if validate_first and st.step == 0 and not history:
                 evaluate_now()  # a warm start is a candidate too: never return worse than it
-            while st.step < cfg.max_steps and bad < cfg.patience:
+            while st.step < cfg.max_steps and bad < plan.patience:
                 # validations fall on multiples of the interval (a resumed run may be
                 # between two) and at max_steps
-                window_end = (st.step // every + 1) * every
+                window_end = (st.step // plan.every + 1) * plan.every
                 window_end = min(window_end, cfg.max_steps)
                 while st.step < window_end:
                     until = None if save_every is None else last_save + save_every
@@ -421,7 +459,7 @@ def fit(
                         save_state()
                         log.debug("%s: saved the training state at step %d", desc, st.step)
                 evaluate_now()
-            stopped = bad >= cfg.patience
+            stopped = bad >= plan.patience
         finally:
             bar.close()
         if best_state is not None:
