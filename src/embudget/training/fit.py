@@ -253,8 +253,8 @@ def validation_plan(cfg: TrainConfig, n_train: int) -> ValidationPlan:
     return ValidationPlan(every, math.ceil(cfg.patience * cfg.eval_every_steps / every))
 
 
-#: Epochs between two validations above which a run warns: on ML-100K and Last.fm, MF's and
-#: LightGCN's Θ0 peaked within 60 epochs, and bet.md's 2,000 steps are 400 and 760 there.
+#: Epochs between two validations above which a run warns: on ML-100K, MF's and LightGCN's Θ0
+#: peaked within 80 epochs, and bet.md's 2,000 steps are 400 epochs there (760 on Last.fm).
 COARSE_VALIDATION_EPOCHS = 100
 
 
