@@ -79,6 +79,22 @@ def test_bad_input_exit_codes(argv: list[str], code: int, tmp_path: Path, capsys
     assert err.startswith("error:") and len(err) > 20
 
 
+def test_a_failed_command_leaves_the_process_group_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # after a failure the other ranks may never reach a barrier: waiting for them would hang
+    # for the collective timeout (48 h); a success waits (tests/test_ddp.py, two ranks)
+    import torch.distributed  # noqa: F401  (as under torchrun: the module is loaded)
+
+    from embudget.training import distributed
+
+    calls: list[bool] = []
+    monkeypatch.setattr(distributed, "shutdown", lambda *, wait: calls.append(wait))
+    argv = ["train", "--dataset", "gowalla-mini", "--out", str(tmp_path), "--set", "x=1"]
+    assert main(argv) == 2
+    assert calls == [False]
+
+
 def test_unknown_model_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "gowalla-mini", "--model", "svd", "--out", "x"])

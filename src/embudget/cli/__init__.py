@@ -41,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    code = 1  # anything the handlers below do not catch is a bug
     try:
-        return command(args)
+        code = command(args)
+        return code
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)
         if e.error_type is BudgetErrorType.VIOLATED:  # an internal bug, not bad input
@@ -63,4 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; resume with --resume and the same --out", file=sys.stderr)
         return 130
     finally:
+        _leave_process_group(clean=code == 0)
         log.removeHandler(handler)
+
+
+def _leave_process_group(*, clean: bool) -> None:
+    """Under torchrun, leave the process group before the interpreter exits: gloo's threads,
+    torn down during interpreter finalisation instead, can abort a rank whose command had
+    succeeded (SIGABRT, a failed exit code for torchrun)."""
+    if "torch.distributed" not in sys.modules:  # never joined one: no need to import torch
+        return
+    from embudget.training.distributed import shutdown
+
+    shutdown(wait=clean)

@@ -162,13 +162,18 @@ def current(device: torch.device) -> Group | None:
     return Group(dist.get_rank(), n, on)
 
 
-def shutdown() -> None:
-    """Leave the process group if this process joined one (at the end of a command)."""
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group if this process joined one (at the end of a command).
+
+    ``wait``: first wait for every rank (after a command that succeeded everywhere). After a
+    failure the other ranks may never arrive, so the group is left at once.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        # destroying is not collective: a rank that tears gloo down while another still holds
-        # its connections can make that one abort ("terminate called without an active
-        # exception", seen once under load), so every rank arrives first
-        dist.barrier()
+        if wait:
+            # destroying is not collective: a rank that tears gloo down while another still
+            # holds its connections can make that one abort ("terminate called without an
+            # active exception", seen once under load), so every rank arrives first
+            dist.barrier()
         dist.destroy_process_group()
