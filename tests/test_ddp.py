@@ -10,7 +10,9 @@ torchrun's variables set; the test process runs the one-process references. Chec
 - rank 1 writes, renames and deletes nothing in the run directory, the checkpoints or the
   cache (an audit hook records every such call), for ``train`` and a small ``search``, and
   returns the result rank 0 wrote;
-- ``embudget train`` at P=2 trains the same model and leaves the process group at its end.
+- ``embudget train`` at P=2 trains the same model and leaves the process group at its end;
+- a rank that failed leaves at once, and a rank that succeeded does not hang or fail waiting
+  for it.
 """
 
 from __future__ import annotations
@@ -264,5 +266,53 @@ def test_two_ranks_train_like_one(tmp_path: Path) -> None:
     assert (work / "search" / "model.safetensors").is_file()
 
 
+def _rank_leaves_early(rank: int, port: int) -> None:
+    """Rank 1 fails: it leaves the group without waiting; rank 0, whose command succeeded,
+    waits for it at the end and must not hang or fail."""
+    import logging
+    import time
+
+    from embudget.training import distributed
+
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    group = current(CPU)
+    assert group is not None
+    group.barrier()
+    if rank == 0:
+        time.sleep(1)  # rank 1 is gone by now
+    distributed.shutdown(wait=rank == 0)
+    print(DONE, flush=True)
+
+
+def test_a_rank_that_failed_does_not_hang_the_others() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    run = [sys.executable, __file__, "early"]
+    procs = [
+        subprocess.Popen(
+            [*run, str(r), str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    try:
+        logs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
+    assert all(DONE in log for log in logs)
+    assert "another rank left the process group early" in logs[0]
+
+
 if __name__ == "__main__":
-    _rank_main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    if sys.argv[1] == "early":
+        _rank_leaves_early(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        _rank_main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

@@ -19,6 +19,7 @@ calls ``torch.distributed`` and training runs exactly as in one process.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 
 from embudget.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: How long a rank waits in a collective. Long: during a search only rank 0 works (the probes)
 #: while the others wait for its candidates.
@@ -175,5 +178,8 @@ def shutdown(*, wait: bool = True) -> None:
             # destroying is not collective: a rank that tears gloo down while another still
             # holds its connections can make that one abort ("terminate called without an
             # active exception", seen once under load), so every rank arrives first
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError as e:  # a rank that failed left without waiting
+                log.warning("another rank left the process group early: %s", e)
         dist.destroy_process_group()
