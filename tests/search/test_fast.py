@@ -45,19 +45,21 @@ def test_fast_preset_is_applied_under_explicit_settings() -> None:
 
 
 def test_ngcf_default_is_the_procedure_its_committed_cells_measured() -> None:
-    """NGCF's default search is the one run in results/gowalla-mini-ngcf-90-fast (RESULTS.md,
+    """NGCF's default search is the one run in results/gowalla-mini-ngcf-90-e40 (RESULTS.md,
     "gowalla-mini, NGCF"): its config rebuilds those cells' recorded hashes exactly."""
     from embudget.bench.cells import Cell, Settings, cell_config
     from embudget.bench.records import load_results
 
-    folder = Path(__file__).resolve().parents[2] / "results" / "gowalla-mini-ngcf-90-fast"
-    cells = {(r["seed"], r["config_hash"]) for r in load_results(folder / "results.jsonl")}
+    folder = Path(__file__).resolve().parents[2] / "results" / "gowalla-mini-ngcf-90-e40"
+    records = load_results(folder / "results.jsonl")
+    cells = {(r["seed"], r["config_hash"]) for r in records if r["method"] == "bet"}
     assert len(cells) == 2
     for seed, recorded in cells:
         cell = Cell("gowalla-mini", "ngcf", "bet", 0.9, seed)
         default = cell_config(cell, Settings(overrides=("search.retrain.top=1",), fast=None))
         assert default.hash() == recorded
         assert default.search.probe.steps == 20 and default.search.pretrain.mode == "standard"
+        assert default.train.eval_every_epochs == 40
 
 
 def test_fast_preset_differs_by_backbone() -> None:
