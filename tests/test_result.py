@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,13 @@ def test_help_imports_no_torch() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "report" in proc.stdout and "search" in proc.stdout
+
+
+def test_a_resumed_runs_total_time_is_at_least_the_sum_of_its_phases() -> None:
+    start = time.perf_counter()
+    # fresh: the wall clock of this process, which is at least the (small) phases
+    fresh = Timing.measured(start - 5.0, data=1.0, retrain=2.0)
+    assert fresh.total >= 5.0 and (fresh.data, fresh.retrain) == (1.0, 2.0)
+    # resumed: the retraining carried 33,051 s of earlier processes; this one ran 5 s
+    resumed = Timing.measured(start - 5.0, data=1.0, retrain=33_051.0)
+    assert resumed.total == 33_052.0

@@ -315,12 +315,7 @@ def search_sizes(
         candidates=candidates,
         theta0_valid=theta0_valid,
         probes=probes,
-        timing=Timing(
-            pretrain=t_pre,
-            search=t_search,
-            retrain=t_retrain,
-            total=time.perf_counter() - t_start,
-        ),
+        timing=Timing.measured(t_start, pretrain=t_pre, search=t_search, retrain=t_retrain),
         options=o,
     )
 

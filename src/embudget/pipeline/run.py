@@ -309,12 +309,12 @@ def _search(
         storage="compact" if is_compact(model) else "masked",
         valid=metrics_of(valid),
         test=metrics_of(test),
-        timing=Timing(
+        timing=Timing.measured(
+            t_start,
             data=t_data,
             pretrain=0.0 if theta0 is None or theta0.cached else theta0.seconds,
             search=proposal.seconds,
             retrain=retrain_seconds,
-            total=time.perf_counter() - t_start,
         ),
         training=training,
         chosen=chosen,
@@ -384,7 +384,7 @@ def _train(
         storage="compact" if is_compact(model) else "masked",
         valid=metrics_of(fr.valid),
         test=metrics_of(test),
-        timing=Timing(data=t_data, train=fr.seconds, total=time.perf_counter() - t_start),
+        timing=Timing.measured(t_start, data=t_data, train=fr.seconds),
         training=fr.training(),
     )
     result.write(rundir.file(RESULTS_FILE))
