@@ -138,8 +138,8 @@ def _watch(root: Path, seen: list[str]) -> None:
     sys.addaudithook(hook)
 
 
-def _rank_main(rank: int, port: int, base: Path) -> None:
-    """One rank: the P=2 fits and runs, each rank's parameters and results into ``base/out``."""
+def _as_rank(rank: int, port: int) -> None:
+    """Set the variables torchrun gives rank ``rank`` of 2 on this machine."""
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -147,6 +147,11 @@ def _rank_main(rank: int, port: int, base: Path) -> None:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+
+
+def _rank_main(rank: int, port: int, base: Path) -> None:
+    """One rank: the P=2 fits and runs, each rank's parameters and results into ``base/out``."""
+    _as_rank(rank, port)
     torch.set_num_threads(1)
     import torch.distributed as dist
     from safetensors.torch import save_file
@@ -283,8 +288,7 @@ def _rank_leaves_early(rank: int, port: int) -> None:
     from embudget.training import distributed
 
     logging.basicConfig(level=logging.WARNING)
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
-    os.environ["MASTER_PORT"] = str(port)
+    _as_rank(rank, port)
     group = current(CPU)
     assert group is not None
     group.barrier()
