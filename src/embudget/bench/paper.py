@@ -26,7 +26,7 @@ from typing import Any
 from embudget.bench import paper_table
 from embudget.bench.aggregate import Row, _runs
 from embudget.bench.cells import BASELINES
-from embudget.bench.paper_markdown import BET_DEFAULTS, PaperRow, mode, render
+from embudget.bench.paper_markdown import BET_DEFAULTS, PaperRow, mode, render, render_headline
 from embudget.bench.records import (
     RESULTS_FILE,
     SETTINGS_FILE,
@@ -225,6 +225,15 @@ def paper_report(paths: Sequence[str | Path]) -> PaperReport:
             f"({', '.join(grid['datasets'])} × {', '.join(grid['backbones'])} × "
             f"{', '.join(grid['methods'])}, protocol paper)"
         )
-    parts = ["## The BET paper's Table 1 beside ours", "", render(rows, len(files))]
+    parts = [
+        "## The BET paper's Table 1 beside ours",
+        "",
+        "**At a glance**: BET against SU at the same budget, one row per cell.",
+        "",
+        render_headline(rows),
+        "**Every cell and procedure**:",
+        "",
+        render(rows, len(files)),
+    ]
     parts += [f"> **Note.** {n}\n" for n in notes]
     return PaperReport("\n".join(parts), rows, notes)
