@@ -85,6 +85,7 @@ AFTER_FORMAT_1 = (
     "search.probe.small_data_users",
     "search.probe.small_data_steps",
     "train.eval_every_epochs",
+    "train.min_delta",
 )
 
 

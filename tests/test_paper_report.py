@@ -343,3 +343,7 @@ def test_settings_read_as_words() -> None:
     text = describe({"train.max_steps": 3000, "search.probe.epochs": 1, "search.iterations": 10})
     assert text == "faithful: 3,000-step cap, T 10 (50), h 1 epoch (10)"
     assert "h 2 epochs (10)" in describe({"search.probe.epochs": 2})
+    assert (
+        describe({"train.min_delta": 0.001})
+        == "faithful: patience reset only by gains > 0.001 in Q"
+    )

@@ -1,6 +1,8 @@
 """Training: determinism, early stopping, best-weight restore, exact resume (gowalla-mini)."""
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -263,6 +265,70 @@ def test_fit_validates_every_so_many_epochs(mini: Dataset) -> None:
     assert fr.stopped_early and fr.steps < cfg.max_steps
     assert [h["improved"] for h in fr.history[-3:]] == [True, False, False]
     assert fr.best_step == fr.steps - 42
+
+
+def _scripted_fit(
+    mini: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+    qualities: list[float],
+    min_delta: float,
+    **kwargs: Any,
+) -> tuple[list[tuple[int, float]], fit_module.FitResult]:
+    """A fit (``kwargs`` to :func:`fit`) whose validations report ``qualities`` in turn (then
+    0); returns each validation's (step, quality) and the result."""
+    real, left = fit_module.validate, iter(qualities)
+
+    def scripted(*args: object, **kwargs: object) -> object:
+        res = real(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(res, means={**res.means, "quality": next(left, 0.0)})
+
+    monkeypatch.setattr(fit_module, "validate", scripted)
+    cfg = TrainConfig(
+        batch_users=1000, eval_every_steps=20, patience=2, max_steps=400, min_delta=min_delta
+    )
+    fr = fit(_model(mini), mini, cfg, seed=0, **kwargs)
+    return [(h["step"], h["valid"]["quality"]) for h in fr.history], fr
+
+
+def test_min_delta_stops_on_gains_at_the_level_of_noise_and_keeps_the_best_weights(
+    mini: Dataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    creep = [0.10, 0.1005, 0.1008, 0.1009]
+    # bet.md's rule (min_delta 0): every strict gain resets the patience
+    seen, fr = _scripted_fit(mini, monkeypatch, creep, 0.0)
+    assert [s for s, _ in seen] == [20, 40, 60, 80, 100, 120]
+    assert fr.best_step == 80 and fr.stopped_early
+    # gains of at most 0.001 over the last reset do not: the stop comes two validations after
+    # 0.10, and the weights kept are still those of the best validation
+    seen, fr = _scripted_fit(mini, monkeypatch, creep, 0.001)
+    assert [s for s, _ in seen] == [20, 40, 60]
+    assert fr.best_step == 60 and fr.stopped_early
+    assert [h["improved"] for h in fr.history] == [True, True, True]
+    # gains add up: 0.1012 is more than 0.001 above the 0.10 that last reset the patience
+    adding_up = [0.10, 0.1006, 0.1012, 0.1013, 0.1013]
+    seen, fr = _scripted_fit(mini, monkeypatch, adding_up, 0.001)
+    assert [s for s, _ in seen] == [20, 40, 60, 80, 100]
+    assert fr.best_step == 80
+    # the checkpoint keeps the quality that last reset the patience: killed at step 60 before
+    # its save, the run resumes at 40 with 0.10 (not the best, 0.1006), so 0.1012 resets again
+    ckpt = tmp_path / "ckpt.pt"
+
+    def kill_at_60(rec: dict[str, Any]) -> None:
+        if rec["step"] == 60:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _scripted_fit(mini, monkeypatch, adding_up, 0.001, checkpoint=ckpt, on_eval=kill_at_60)
+    monkeypatch.undo()
+    seen, resumed = _scripted_fit(mini, monkeypatch, adding_up[2:], 0.001, checkpoint=ckpt)
+    assert [s for s, _ in seen] == [20, 40, 60, 80, 100] and resumed.best_step == 80
+
+
+def test_min_delta_is_not_negative() -> None:
+    with pytest.raises(ConfigError, match="train.min_delta must be >= 0"):
+        load_config(overrides=["train.min_delta=-0.001"])
+    assert load_config(overrides=["train.min_delta=0.0005"]).hash() != load_config().hash()
+    assert "train.min_delta" not in load_config().changes()  # hashes of earlier runs unchanged
 
 
 def test_auto_threads_follow_the_step_work(mini: Dataset) -> None:

@@ -70,6 +70,7 @@ _PHRASES: dict[str, str] = {
     "search.retrain.validate_first": "validated start",
     "train.eval_every_steps": "validation every {v:,} steps ({d:,})",
     "train.eval_every_epochs": "validation ≤ {v} epochs apart",
+    "train.min_delta": "patience reset only by gains > {v} in Q",
     "train.eval_user_fraction": "selection on {p} of users",
     "train.lr": "lr {v} ({d})",
 }

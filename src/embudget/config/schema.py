@@ -81,6 +81,7 @@ class TrainConfig:
     eval_every_epochs: float | None = None
     eval_user_fraction: float = 1.0
     patience: int = 3
+    min_delta: float = 0.0
     max_steps: int = 100000
 
 

@@ -80,7 +80,7 @@ POSITIVE = ("train.lr", "train.lr_min", "search.probe.lr", "search.probe.lr_min"
 #: Dropout probabilities in [0, 1).
 DROPOUTS = ("model.node_dropout", "model.mess_dropout")
 #: Optional floats that must be >= 0 when given.
-NON_NEGATIVE_OR_NULL = ("model.reg",)
+NON_NEGATIVE_OR_NULL = ("model.reg", "train.min_delta")
 #: Optional floats that must be positive when given.
 POSITIVE_OR_NULL = ("train.eval_every_epochs",)
 #: The four ways to state a budget; exactly one is given.

@@ -232,7 +232,7 @@ class ValidationPlan:
     """When :func:`fit` validates and when it gives up."""
 
     every: int  #: steps between two validations
-    patience: int  #: validations without strict improvement before training stops
+    patience: int  #: validations without a counted improvement before training stops
 
 
 def validation_plan(cfg: TrainConfig, n_train: int) -> ValidationPlan:
@@ -316,7 +316,10 @@ def fit(
 ) -> FitResult:
     """Train to convergence: validate on quality Q as :func:`validation_plan` says (every
     ``cfg.eval_every_steps`` steps, stop after ``cfg.patience`` validations without strict
-    improvement), restore the best weights.
+    improvement), restore the best weights. With ``cfg.min_delta`` > 0 an improvement resets
+    the patience only when Q beats the last validation that reset it by more than
+    ``min_delta`` (gains at the level of noise do not prolong training); the best weights
+    still follow every strict improvement.
 
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
     and also every ``checkpoint_seconds`` between two (a slow run, hours between validations,
@@ -328,7 +331,8 @@ def fit(
 
     Under torchrun with P > 1 processes (:mod:`embudget.training.distributed`) every rank
     trains its slice of each batch; rank 0 validates, saves the checkpoint and broadcasts
-    whether quality improved, and the other ranks return ``valid=None`` and no history. The
+    whether quality improved (and whether that reset the patience), and the other ranks return
+    ``valid=None`` and no history. The
     ranks save only at evaluations: their clocks would not agree on a step between two.
     """
     device = next(model.parameters()).device
@@ -341,6 +345,7 @@ def fit(
         plan = validation_plan(cfg, dataset.train.nnz)
         st = _Stepper(model, dataset, sched, cfg.batch_users, seed, device, sizes_at, group)
         best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
+        reset_q = -math.inf  # the quality of the last validation that reset the patience
         best_state: dict[str, torch.Tensor] | None = None
         history: list[dict[str, Any]] = []
         ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -348,6 +353,7 @@ def fit(
             state = load_torch(ckpt, map_location=device)
             st.load_state_dict(state["stepper"])
             best_q, best_step, bad = state["best_quality"], state["best_step"], state["bad"]
+            reset_q = state.get("reset_quality", best_q)  # absent: saved with min_delta 0
             best_state, history = state["best_model"], state["history"]
             elapsed = float(state["seconds"])
             log.info("resumed %s from %s at step %d", desc, ckpt, st.step)
@@ -376,18 +382,22 @@ def fit(
         )
 
         def evaluate_now() -> None:
-            nonlocal best_q, best_step, bad, best_valid, best_state
+            nonlocal best_q, best_step, bad, best_valid, best_state, reset_q
             if sizes_at is not None:
                 model.set_sizes(None, None)
             if follower and group is not None:
-                follow_evaluation(group.broadcast_value(0.0) > 0)
+                follow_evaluation(int(group.broadcast_value(0.0)))
                 return
             res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
             q = res.means["quality"]
             improved = q > best_q
+            # counted implies improved: best_q <= reset_q + min_delta (else it would have reset)
+            counted = q > reset_q + cfg.min_delta
             if improved:
-                best_q, best_step, bad, best_valid = q, st.step, 0, res
+                best_q, best_step, best_valid = q, st.step, res
                 best_state = copy.deepcopy(model.state_dict())
+            if counted:
+                reset_q, bad = q, 0
             else:
                 bad += 1
             loss = st.mean_loss() if st.step else None  # None: validated before any step
@@ -407,7 +417,7 @@ def fit(
                 "-" if loss is None else f"{loss:.4f}",
                 q,
                 res.means.get("recall@20", float("nan")),
-                " *" if improved else "",
+                " *" if counted else " +" if improved else "",
             )
             bar.total = earliest_stop(cfg, plan, st.step, bad, evaluated=True)
             bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
@@ -415,7 +425,7 @@ def fit(
                 on_eval(rec)
             save_state()
             if group is not None:  # after the checkpoint: a rank that reads it next sees it
-                group.broadcast_value(float(improved))
+                group.broadcast_value(float(improved) + float(counted))
 
         def save_state() -> None:
             nonlocal last_save
@@ -425,6 +435,7 @@ def fit(
                     {
                         "stepper": st.state_dict(),
                         "best_quality": best_q,
+                        "reset_quality": reset_q,
                         "best_step": best_step,
                         "bad": bad,
                         "best_model": best_state,
@@ -434,14 +445,14 @@ def fit(
                 )
             last_save = time.perf_counter()
 
-        def follow_evaluation(improved: bool) -> None:
-            """Rank 0's decision, on another rank (the same weights: the same best state)."""
+        def follow_evaluation(decision: int) -> None:
+            """Rank 0's decision (0: no improvement, 1: an improvement within min_delta, 2: one
+            that resets the patience) on another rank (the same weights: the same best state)."""
             nonlocal best_step, bad, best_state
-            if improved:
-                best_step, bad = st.step, 0
+            if decision >= 1:
+                best_step = st.step
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
+            bad = 0 if decision == 2 else bad + 1
             st.mean_loss()
 
         try:
