@@ -41,21 +41,29 @@ def _fit(name: str, training: Training | None) -> list[str]:
     return [f"{name}: {training.summary()}", "", *_rows(training.to_dict()["history"]), ""]
 
 
-def curves(path: Path) -> list[str]:
-    """The markdown lines for one path."""
+def finished_fits(path: Path) -> list[tuple[str, Training | None]] | None:
+    """The fits recorded at ``path``, by name: a run directory's Θ0 and kept model, a cached
+    Θ0's fit; None for a checkpoint (a fit still running)."""
     if path.is_dir():
         res = RunResult.read(path / RESULTS_FILE)
-        out = [f"### {path.name}", ""]
+        out: list[tuple[str, Training | None]] = []
         if res.theta0_valid is not None:  # the run used a Θ0 (not SU, SR or `train`)
-            out += _fit("Θ0", res.theta0_training)
+            out.append(("Θ0", res.theta0_training))
         if res.method != "full":  # full keeps Θ0 itself
-            out += _fit("training" if res.kind == "train" else "kept model", res.training)
+            out.append(("training" if res.kind == "train" else "kept model", res.training))
         return out
     if path.suffix != ".pt":
         raise SystemExit(f"{path}: not a run directory, a cached Θ0 or a checkpoint (*.pt)")
     blob = load_torch(path)
-    if "training" in blob:  # a cached Θ0
-        return [f"### {path.name}", "", *_fit("Θ0", Training.from_dict(blob["training"]))]
+    return [("Θ0", Training.from_dict(blob["training"]))] if "training" in blob else None
+
+
+def curves(path: Path) -> list[str]:
+    """The markdown lines for one path."""
+    done = finished_fits(path)
+    if done is not None:
+        return [f"### {path.name}", "", *(x for name, t in done for x in _fit(name, t))]
+    blob = load_torch(path)
     if "history" in blob:  # a checkpoint of a fit in progress
         step = int(blob["stepper"]["step"])
         head = f"in progress at step {step:,}, best at {int(blob['best_step']):,}"

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embudget.config import TrainConfig, load_config
 from embudget.data import load_dataset
@@ -322,6 +324,34 @@ def test_min_delta_stops_on_gains_at_the_level_of_noise_and_keeps_the_best_weigh
     monkeypatch.undo()
     seen, resumed = _scripted_fit(mini, monkeypatch, adding_up[2:], 0.001, checkpoint=ckpt)
     assert [s for s, _ in seen] == [20, 40, 60, 80, 100] and resumed.best_step == 80
+
+
+def _stop_index(rule: fit_module.StopRule, qualities: list[float]) -> tuple[int, list[bool]]:
+    """The validation at which ``rule`` stops (len: never) and each validation's improved."""
+    improved = []
+    for i, q in enumerate(qualities):
+        imp, counted = rule.observe(q)
+        assert imp or not counted  # a counted validation always improves
+        improved.append(imp)
+        if rule.stop:
+            return i, improved
+    return len(qualities), improved
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40),
+    st.floats(0.0, 0.1),
+    st.integers(1, 5),
+)
+def test_a_minimum_gain_never_stops_later_and_never_changes_the_best(
+    qualities: list[float], delta: float, patience: int
+) -> None:
+    strict, strict_improved = _stop_index(fit_module.StopRule(patience), qualities)
+    lenient, improved = _stop_index(fit_module.StopRule(patience, delta), qualities)
+    assert lenient <= strict
+    # up to its stop, a fit with min_delta keeps the same best weights as bet.md's rule
+    assert improved == strict_improved[: len(improved)]
 
 
 def test_min_delta_is_not_negative() -> None:

@@ -277,6 +277,40 @@ def warn_if_coarse_validation(cfg: TrainConfig, dataset: Dataset) -> None:
         )
 
 
+@dataclass
+class StopRule:
+    """Early stopping on validation quality Q: stop after ``patience`` validations without a
+    counted improvement. A validation improves when Q beats the best so far (its weights are
+    kept); it counts, resetting the patience, when Q beats the last validation that counted by
+    more than ``min_delta`` (bet.md: 0, so every strict improvement counts). A counted
+    validation always improves: the best is never more than ``min_delta`` above the last
+    counted one, or it would have counted."""
+
+    patience: int
+    min_delta: float = 0.0
+    best_q: float = -math.inf
+    reset_q: float = -math.inf  #: Q of the last validation that counted
+    bad: int = 0  #: validations since it
+
+    def observe(self, q: float) -> tuple[bool, bool]:
+        """Take a validation's Q; returns whether it improved and whether it counted."""
+        improved, counted = q > self.best_q, q > self.reset_q + self.min_delta
+        if improved:
+            self.best_q = q
+        if counted:
+            self.reset_q = q
+        self.follow(counted)
+        return improved, counted
+
+    def follow(self, counted: bool) -> None:
+        """Count a validation judged elsewhere (another rank's follower)."""
+        self.bad = 0 if counted else self.bad + 1
+
+    @property
+    def stop(self) -> bool:
+        return self.bad >= self.patience
+
+
 def earliest_stop(
     cfg: TrainConfig, plan: ValidationPlan, step: int, bad: int, *, evaluated: bool
 ) -> int:
@@ -344,16 +378,17 @@ def fit(
         sched = Schedule.from_train(cfg)
         plan = validation_plan(cfg, dataset.train.nnz)
         st = _Stepper(model, dataset, sched, cfg.batch_users, seed, device, sizes_at, group)
-        best_q, best_step, bad, elapsed = -math.inf, 0, 0, 0.0
-        reset_q = -math.inf  # the quality of the last validation that reset the patience
+        rule = StopRule(plan.patience, cfg.min_delta)
+        best_step, elapsed = 0, 0.0
         best_state: dict[str, torch.Tensor] | None = None
         history: list[dict[str, Any]] = []
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.is_file():
             state = load_torch(ckpt, map_location=device)
             st.load_state_dict(state["stepper"])
-            best_q, best_step, bad = state["best_quality"], state["best_step"], state["bad"]
-            reset_q = state.get("reset_quality", best_q)  # absent: saved with min_delta 0
+            rule.best_q, rule.bad = state["best_quality"], state["bad"]
+            rule.reset_q = state.get("reset_quality", rule.best_q)  # absent: min_delta 0
+            best_step = state["best_step"]
             best_state, history = state["best_model"], state["history"]
             elapsed = float(state["seconds"])
             log.info("resumed %s from %s at step %d", desc, ckpt, st.step)
@@ -373,7 +408,7 @@ def fit(
         # out after every improvement. max_steps (100,000 by default) would give a
         # meaningless ETA.
         bar = tqdm(
-            total=earliest_stop(cfg, plan, st.step, bad, evaluated=bool(history)),
+            total=earliest_stop(cfg, plan, st.step, rule.bad, evaluated=bool(history)),
             initial=st.step,
             desc=desc,
             unit="step",
@@ -382,7 +417,7 @@ def fit(
         )
 
         def evaluate_now() -> None:
-            nonlocal best_q, best_step, bad, best_valid, best_state, reset_q
+            nonlocal best_step, best_valid, best_state
             if sizes_at is not None:
                 model.set_sizes(None, None)
             if follower and group is not None:
@@ -390,16 +425,10 @@ def fit(
                 return
             res = validate(model, dataset, "valid", ks, eval_users, eval_batch_users)
             q = res.means["quality"]
-            improved = q > best_q
-            # counted implies improved: best_q <= reset_q + min_delta (else it would have reset)
-            counted = q > reset_q + cfg.min_delta
+            improved, counted = rule.observe(q)
             if improved:
-                best_q, best_step, best_valid = q, st.step, res
+                best_step, best_valid = st.step, res
                 best_state = copy.deepcopy(model.state_dict())
-            if counted:
-                reset_q, bad = q, 0
-            else:
-                bad += 1
             loss = st.mean_loss() if st.step else None  # None: validated before any step
             rec = {
                 "step": st.step,
@@ -419,8 +448,10 @@ def fit(
                 res.means.get("recall@20", float("nan")),
                 " *" if counted else " +" if improved else "",
             )
-            bar.total = earliest_stop(cfg, plan, st.step, bad, evaluated=True)
-            bar.set_postfix(loss="-" if loss is None else f"{loss:.4f}", best_q=f"{best_q:.4f}")
+            bar.total = earliest_stop(cfg, plan, st.step, rule.bad, evaluated=True)
+            bar.set_postfix(
+                loss="-" if loss is None else f"{loss:.4f}", best_q=f"{rule.best_q:.4f}"
+            )
             if on_eval is not None:
                 on_eval(rec)
             save_state()
@@ -434,10 +465,10 @@ def fit(
                     ckpt,
                     {
                         "stepper": st.state_dict(),
-                        "best_quality": best_q,
-                        "reset_quality": reset_q,
+                        "best_quality": rule.best_q,
+                        "reset_quality": rule.reset_q,
                         "best_step": best_step,
-                        "bad": bad,
+                        "bad": rule.bad,
                         "best_model": best_state,
                         "history": history,
                         "seconds": elapsed + time.perf_counter() - t0,
@@ -448,17 +479,17 @@ def fit(
         def follow_evaluation(decision: int) -> None:
             """Rank 0's decision (0: no improvement, 1: an improvement within min_delta, 2: one
             that resets the patience) on another rank (the same weights: the same best state)."""
-            nonlocal best_step, bad, best_state
+            nonlocal best_step, best_state
             if decision >= 1:
                 best_step = st.step
                 best_state = copy.deepcopy(model.state_dict())
-            bad = 0 if decision == 2 else bad + 1
+            rule.follow(decision == 2)
             st.mean_loss()
 
         try:
             if validate_first and st.step == 0 and not history:
                 evaluate_now()  # a warm start is a candidate too: never return worse than it
-            while st.step < cfg.max_steps and bad < plan.patience:
+            while st.step < cfg.max_steps and not rule.stop:
                 # validations fall on multiples of the interval (a resumed run may be
                 # between two) and at max_steps
                 window_end = (st.step // plan.every + 1) * plan.every
@@ -470,7 +501,7 @@ def fit(
                         save_state()
                         log.debug("%s: saved the training state at step %d", desc, st.step)
                 evaluate_now()
-            stopped = bad >= plan.patience
+            stopped = rule.stop
         finally:
             bar.close()
         if best_state is not None:
