@@ -350,10 +350,9 @@ def fit(
 ) -> FitResult:
     """Train to convergence: validate on quality Q as :func:`validation_plan` says (every
     ``cfg.eval_every_steps`` steps, stop after ``cfg.patience`` validations without strict
-    improvement), restore the best weights. With ``cfg.min_delta`` > 0 an improvement resets
-    the patience only when Q beats the last validation that reset it by more than
-    ``min_delta`` (gains at the level of noise do not prolong training); the best weights
-    still follow every strict improvement.
+    improvement), restore the best weights. With ``cfg.min_delta`` > 0 gains at the level of
+    noise do not prolong training (:class:`StopRule`); the best weights still follow every
+    strict improvement.
 
     With ``checkpoint``, the full training state is saved (atomically) after every evaluation,
     and also every ``checkpoint_seconds`` between two (a slow run, hours between validations,
@@ -366,8 +365,8 @@ def fit(
     Under torchrun with P > 1 processes (:mod:`embudget.training.distributed`) every rank
     trains its slice of each batch; rank 0 validates, saves the checkpoint and broadcasts
     whether quality improved (and whether that reset the patience), and the other ranks return
-    ``valid=None`` and no history. The
-    ranks save only at evaluations: their clocks would not agree on a step between two.
+    ``valid=None`` and no history. The ranks save only at evaluations: their clocks would not
+    agree on a step between two.
     """
     device = next(model.parameters()).device
     group = current(device)
