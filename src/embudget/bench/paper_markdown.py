@@ -267,10 +267,13 @@ HEADLINE_HEAD = (
 def _short(row: PaperRow) -> str:
     """The procedure in a few words: its mode and how its fits ended."""
     settings = row.settings or {}
-    if _converged(row):
+    capped, unknown = fit_ends(list(row.row.runs.values()))
+    if not capped and not unknown:
         how = "every fit to early stopping"
     elif "train.max_steps" in settings:
         how = f"{settings['train.max_steps']:,}-step cap"
+    elif capped:
+        how = "the step cap ended " + ", ".join(capped)
     else:
         how = "fits' ends not recorded"
     return f"{mode(row.settings)}, {how}"
