@@ -26,7 +26,14 @@ from typing import Any
 from embudget.bench import paper_table
 from embudget.bench.aggregate import Row, _runs
 from embudget.bench.cells import BASELINES
-from embudget.bench.paper_markdown import BET_DEFAULTS, PaperRow, mode, render, render_headline
+from embudget.bench.paper_markdown import (
+    BET_DEFAULTS,
+    PaperRow,
+    against_su,
+    mode,
+    render,
+    render_headline,
+)
 from embudget.bench.records import (
     RESULTS_FILE,
     SETTINGS_FILE,
@@ -225,15 +232,16 @@ def paper_report(paths: Sequence[str | Path]) -> PaperReport:
             f"({', '.join(grid['datasets'])} × {', '.join(grid['backbones'])} × "
             f"{', '.join(grid['methods'])}, protocol paper)"
         )
+    vs_su = against_su(rows)
     parts = [
         "## The BET paper's Table 1 beside ours",
         "",
         "**At a glance**: BET against SU at the same budget, one row per cell.",
         "",
-        render_headline(rows),
+        render_headline(rows, vs_su),
         "**Every cell and procedure**:",
         "",
-        render(rows, len(files)),
+        render(rows, len(files), vs_su),
     ]
     parts += [f"> **Note.** {n}\n" for n in notes]
     return PaperReport("\n".join(parts), rows, notes)

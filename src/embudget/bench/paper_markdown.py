@@ -4,7 +4,7 @@ in words, and the footnote that says where every number comes from. No torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,15 +229,15 @@ def headline(rows: Sequence[PaperRow]) -> list[PaperRow]:
     changed settings); rows with an SU row trained the same way before those without."""
     best: dict[tuple[str, str, str, float], PaperRow] = {}
 
-    def rank(r: PaperRow) -> tuple[bool, bool, int, bool, int]:
+    def rank(r: PaperRow) -> tuple[bool, bool, int, bool, bool, int]:
         default = "fast" if r.backbone in FAST_BY_DEFAULT else "faithful"
-        changed = len(r.settings) if r.settings is not None else 99
         return (
             r.su is not None,
             _converged(r),
             len(r.row.seeds),
             mode(r.settings) == default,
-            -changed,
+            r.settings is not None,
+            -len(r.settings or {}),
         )
 
     for r in rows:  # rows come sorted, so the first of equal rank is kept
@@ -267,8 +267,8 @@ HEADLINE_HEAD = (
 def _short(row: PaperRow) -> str:
     """The procedure in a few words: its mode and how its fits ended."""
     settings = row.settings or {}
-    capped, unknown = fit_ends(list(row.row.runs.values()))
-    if not capped and not unknown:
+    capped, _ = fit_ends(list(row.row.runs.values()))
+    if _converged(row):
         how = "every fit to early stopping"
     elif "train.max_steps" in settings:
         how = f"{settings['train.max_steps']:,}-step cap"
@@ -279,8 +279,15 @@ def _short(row: PaperRow) -> str:
     return f"{mode(row.settings)}, {how}"
 
 
-def render_headline(rows: Sequence[PaperRow]) -> str:
-    """The summary table: per cell, BET (:func:`headline`'s row) beside its SU and the paper."""
+def against_su(rows: Sequence[PaperRow]) -> dict[int, list[str]]:
+    """Each row's BET / SU here and in the paper and its p-values (:func:`_against_su`), by
+    ``id(row)``: computed once (the paired tests read per-user scores) for both tables."""
+    return {id(r): _against_su(r) for r in rows}
+
+
+def render_headline(rows: Sequence[PaperRow], vs_su: Mapping[int, list[str]]) -> str:
+    """The summary table: per cell, BET (:func:`headline`'s row) beside its SU and the paper;
+    ``vs_su`` from :func:`against_su`."""
     chosen = headline(rows)
     lines = ["| " + " | ".join(HEADLINE_HEAD) + " |", "|" + "---|" * len(HEADLINE_HEAD)]
     for r in chosen:
@@ -290,7 +297,7 @@ def render_headline(rows: Sequence[PaperRow]) -> str:
         vs_paper = "–" if paper is None else _mark(f"{r.mean('recall@20') / paper:.2f}", source)
         seeds = ", ".join(map(str, r.row.seeds))
         cells = [r.dataset, r.backbone, _pct(r.sparsity), seeds, su, bet, vs_paper]
-        lines.append("| " + " | ".join([*cells, *_against_su(r), _short(r)]) + " |")
+        lines.append("| " + " | ".join([*cells, *vs_su[id(r)], _short(r)]) + " |")
     foot = (
         "One BET row per cell, chosen by how it was run, never by its figures: every fit to "
         "early stopping first, then the most seeds, then the backbone's default procedure "
@@ -302,8 +309,8 @@ def render_headline(rows: Sequence[PaperRow]) -> str:
     return "\n".join(lines) + "\n\n" + foot + "\n"
 
 
-def render(rows: Sequence[PaperRow], n_files: int) -> str:
-    """The Markdown table and its footnote."""
+def render(rows: Sequence[PaperRow], n_files: int, vs_su: Mapping[int, list[str]]) -> str:
+    """The Markdown table and its footnote; ``vs_su`` from :func:`against_su`."""
     lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     for r in rows:
         where = ", ".join(f"`{f}`" for f in r.folders)
@@ -312,7 +319,7 @@ def render(rows: Sequence[PaperRow], n_files: int) -> str:
         how = describe(r.settings) + _fit_note(list(r.row.runs.values()))
         cells = [r.dataset, r.backbone, _pct(r.sparsity), r.method.upper(), how]
         cells.append(", ".join(map(str, r.row.seeds)))
-        cells += _vs_paper(r, "recall@20") + _vs_paper(r, "ndcg@20") + _against_su(r) + [where]
+        cells += _vs_paper(r, "recall@20") + _vs_paper(r, "ndcg@20") + vs_su[id(r)] + [where]
         lines.append("| " + " | ".join(cells) + " |")
     foot = [
         "Ours: test split of protocol P (protocol.md §3), every user evaluated; mean ± sample "
